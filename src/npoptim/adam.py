@@ -1,0 +1,278 @@
+r"""Adam, with AMSGrad, L2 or decoupled weight decay, and maximize."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ._kernel import Array, as_real, chunks, temporaries
+from .optimizer import (
+    Optimizer,
+    ParamsT,
+    _check_impl_flags,
+    _dense_params_and_grads,
+    _differentiable_doc,
+    _eval_closure,
+    _foreach_doc,
+    _fused_doc,
+    _maximize_doc,
+    _params_doc,
+)
+from .parameter import Parameter
+
+__all__ = ["Adam", "adam"]
+
+
+class Adam(Optimizer):
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        amsgrad: bool = False,
+        *,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+        decoupled_weight_decay: bool = False,
+    ) -> None:
+        if not 0.0 <= lr:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if not 0.0 <= eps:
+            raise ValueError(f"Invalid epsilon value: {eps}")
+        if not 0.0 <= betas[0] < 1.0:
+            raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
+        if not 0.0 <= betas[1] < 1.0:
+            raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
+        if not 0.0 <= weight_decay:
+            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        if not (isinstance(betas[0], float) and isinstance(betas[1], float)):
+            raise ValueError("betas must be either both floats or both Tensors")
+        _check_impl_flags(foreach, fused, differentiable)
+        defaults = {
+            "lr": lr,
+            "betas": tuple(betas),
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "amsgrad": amsgrad,
+            "maximize": maximize,
+            "foreach": foreach,
+            "capturable": capturable,
+            "differentiable": differentiable,
+            "fused": fused,
+            "decoupled_weight_decay": decoupled_weight_decay,
+        }
+        super().__init__(params, defaults)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("amsgrad", False)
+            group.setdefault("maximize", False)
+            group.setdefault("foreach", None)
+            group.setdefault("capturable", False)
+            group.setdefault("differentiable", False)
+            group.setdefault("decoupled_weight_decay", False)
+            group.setdefault("fused", None)
+            for p in group["params"]:
+                p_state = self.state.get(p, {})
+                if "step" in p_state:
+                    p_state["step"] = float(p_state["step"])
+
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        """Perform a single optimization step.
+
+        Args:
+            closure: a callable that re-evaluates the model and returns the loss.
+        """
+        loss = _eval_closure(closure)
+        name = type(self).__name__
+        for group in self.param_groups:
+            params, grads = _dense_params_and_grads(
+                group, name, ", please consider SparseAdam instead"
+            )
+            states = [self.state[p] for p in params]
+            for p, state in zip(params, states, strict=True):
+                if len(state) == 0:
+                    state["step"] = 0.0
+                    state["exp_avg"] = np.zeros_like(p.view(np.ndarray))
+                    state["exp_avg_sq"] = np.zeros_like(p.view(np.ndarray))
+                    if group["amsgrad"]:
+                        state["max_exp_avg_sq"] = np.zeros_like(p.view(np.ndarray))
+                state["step"] += 1
+            beta1, beta2 = group["betas"]
+            adam(
+                params,
+                grads,
+                [s["exp_avg"] for s in states],
+                [s["exp_avg_sq"] for s in states],
+                [s["max_exp_avg_sq"] for s in states] if group["amsgrad"] else [],
+                [s["step"] for s in states],
+                amsgrad=group["amsgrad"],
+                beta1=beta1,
+                beta2=beta2,
+                lr=group["lr"],
+                weight_decay=group["weight_decay"],
+                eps=group["eps"],
+                maximize=group["maximize"],
+                decoupled_weight_decay=group["decoupled_weight_decay"],
+                foreach=group["foreach"],
+            )
+        return loss
+
+
+Adam.__doc__ = rf"""Implements the Adam algorithm.
+
+    .. math::
+       \begin{{aligned}}
+            &\textbf{{input}}: \gamma \text{{ (lr)}}, \: \beta_1, \beta_2 \text{{ (betas)}},
+                \: \theta_0 \text{{ (params)}}, \: f(\theta) \text{{ (objective)}},
+                \: \lambda \text{{ (weight decay)}}, \: \epsilon \text{{ (eps)}},
+                \: \textit{{amsgrad}}, \: \textit{{maximize}}, \: \textit{{decoupled}} \\
+            &\textbf{{initialize}}: m_0 \leftarrow 0, \: v_0 \leftarrow 0,
+                \: v_0^{{max}} \leftarrow 0 \\
+            &\textbf{{for}} \: t=1 \: \textbf{{to}} \: \ldots \: \textbf{{do}} \\
+            &\quad g_t \leftarrow \nabla_{{\theta}} f_t (\theta_{{t-1}})
+                \quad (-\nabla_{{\theta}} f_t (\theta_{{t-1}}) \text{{ if maximize}}) \\
+            &\quad \textbf{{if}} \: \lambda \neq 0: \\
+            &\qquad \textbf{{if decoupled}}: \: \theta_{{t-1}} \leftarrow
+                \theta_{{t-1}} - \gamma \lambda \theta_{{t-1}} \\
+            &\qquad \textbf{{else}}: \: g_t \leftarrow g_t + \lambda \theta_{{t-1}} \\
+            &\quad m_t \leftarrow \beta_1 m_{{t-1}} + (1 - \beta_1) g_t \\
+            &\quad v_t \leftarrow \beta_2 v_{{t-1}} + (1 - \beta_2) g_t^2 \\
+            &\quad \widehat{{m_t}} \leftarrow m_t / (1 - \beta_1^t) \\
+            &\quad \textbf{{if}} \: amsgrad: \: v_t^{{max}} \leftarrow \max(v_{{t-1}}^{{max}}, v_t),
+                \: \widehat{{v_t}} \leftarrow v_t^{{max}} / (1 - \beta_2^t) \\
+            &\quad \textbf{{else}}: \: \widehat{{v_t}} \leftarrow v_t / (1 - \beta_2^t) \\
+            &\quad \theta_t \leftarrow \theta_{{t-1}} - \gamma \widehat{{m_t}} /
+                \big(\sqrt{{\widehat{{v_t}}}} + \epsilon \big) \\
+            &\textbf{{return}} \: \theta_t
+       \end{{aligned}}
+
+    From Kingma & Ba, "Adam: A Method for Stochastic Optimization" (ICLR 2015,
+    https://arxiv.org/abs/1412.6980); AMSGrad from Reddi et al., "On the Convergence of Adam
+    and Beyond" (ICLR 2018). As in torch, ``eps`` is added to :math:`\sqrt{{\widehat{{v_t}}}}`
+    (after bias correction), and complex parameters are updated as pairs of reals.
+
+    Args:
+        {_params_doc}
+        lr (float, optional): learning rate (default: 1e-3)
+        betas (Tuple[float, float], optional): coefficients used for computing running
+            averages of gradient and its square (default: (0.9, 0.999))
+        eps (float, optional): term added to the denominator to improve numerical stability
+            (default: 1e-8)
+        weight_decay (float, optional): weight decay coefficient (default: 0)
+        amsgrad (bool, optional): whether to use the AMSGrad variant (default: False)
+        {_foreach_doc}
+        {_maximize_doc}
+        capturable (bool, optional): accepted for compatibility; has no effect (default: False)
+        {_differentiable_doc}
+        {_fused_doc}
+        decoupled_weight_decay (bool, optional): if True, this optimizer is equivalent to
+            AdamW and the algorithm will not accumulate weight decay in the momentum nor
+            variance (default: False)
+
+    State (``optimizer.state[p]``): ``step`` (a float), ``exp_avg`` (:math:`m_t`),
+    ``exp_avg_sq`` (:math:`v_t`) and, with amsgrad, ``max_exp_avg_sq`` (:math:`v^{{max}}_t`).
+
+    Example:
+        >>> import numpy as np
+        >>> from npoptim import Parameter, Adam
+        >>> w = Parameter(np.array([1.0, -2.0]))
+        >>> opt = Adam([w], lr=0.1)
+        >>> w.grad = 2 * w.view(np.ndarray)
+        >>> opt.step()
+        >>> w
+        Parameter([ 0.9, -1.9])
+    """
+
+
+def adam(
+    params: list[Parameter],
+    grads: list[Array],
+    exp_avgs: list[Array],
+    exp_avg_sqs: list[Array],
+    max_exp_avg_sqs: list[Array],
+    state_steps: list[float],
+    *,
+    amsgrad: bool,
+    beta1: float,
+    beta2: float,
+    lr: float,
+    weight_decay: float,
+    eps: float,
+    maximize: bool,
+    decoupled_weight_decay: bool = False,
+    foreach: bool | None = None,
+) -> None:
+    """Functional Adam: updates ``params`` and the moment arrays in place.
+
+    ``state_steps[i]`` is the step number :math:`t` of this update for ``params[i]`` (the
+    optimizer counts steps; the kernel does not change them). See :class:`Adam` for the math.
+    """
+    for i, param in enumerate(params):
+        t = state_steps[i]
+        bias_correction1 = 1 - beta1**t
+        bias_correction2_sqrt = (1 - beta2**t) ** 0.5
+        arrays = [param, grads[i], exp_avgs[i], exp_avg_sqs[i]]
+        if amsgrad:
+            arrays.append(max_exp_avg_sqs[i])
+        for piece in chunks(*(as_real(a) for a in arrays)):
+            _adam_piece(
+                *piece, beta1=beta1, beta2=beta2, lr=lr, weight_decay=weight_decay, eps=eps,
+                maximize=maximize, decoupled_weight_decay=decoupled_weight_decay,
+                step_size=lr / bias_correction1, bias_correction2_sqrt=bias_correction2_sqrt,
+            )  # fmt: skip
+
+
+def _adam_piece(
+    p: Array,
+    g: Array,
+    m: Array,
+    v: Array,
+    v_max: Array | None = None,
+    *,
+    beta1: float,
+    beta2: float,
+    lr: float,
+    weight_decay: float,
+    eps: float,
+    maximize: bool,
+    decoupled_weight_decay: bool,
+    step_size: float,
+    bias_correction2_sqrt: float,
+) -> None:
+    """One Adam update of a piece of a parameter and its moments."""
+    g_t, tmp = temporaries(p, 2)
+    if maximize:
+        np.negative(g, out=g_t)
+        g = g_t
+    if weight_decay != 0:
+        if decoupled_weight_decay:
+            p *= 1 - lr * weight_decay  # θ ← θ(1 - γλ)
+        else:
+            np.multiply(p, weight_decay, out=tmp)
+            np.add(g, tmp, out=g_t)  # g ← g + λθ
+            g = g_t
+    np.subtract(g, m, out=tmp)
+    tmp *= 1 - beta1
+    m += tmp  # m_t = m_{t-1} + (1 - β1)(g_t - m_{t-1}) = β1 m_{t-1} + (1 - β1) g_t
+    v *= beta2
+    np.multiply(g, g, out=tmp)
+    tmp *= 1 - beta2
+    v += tmp  # v_t = β2 v_{t-1} + (1 - β2) g_t²
+    if v_max is not None:
+        np.maximum(v_max, v, out=v_max)  # v_t^max = max(v_{t-1}^max, v_t)
+        v = v_max
+    np.sqrt(v, out=tmp)
+    tmp /= bias_correction2_sqrt
+    tmp += eps  # sqrt(v̂_t) + ε
+    np.divide(m, tmp, out=tmp)
+    tmp *= step_size
+    p -= tmp  # θ_t = θ_{t-1} - γ m̂_t / (sqrt(v̂_t) + ε)

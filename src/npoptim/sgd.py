@@ -1,0 +1,265 @@
+r"""Stochastic gradient descent, with momentum, dampening, Nesterov momentum and weight decay."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ._kernel import Array, as_real, chunks, temporaries
+from .optimizer import (
+    Optimizer,
+    ParamsT,
+    _check_impl_flags,
+    _differentiable_doc,
+    _eval_closure,
+    _foreach_doc,
+    _fused_doc,
+    _maximize_doc,
+    _params_doc,
+)
+from .parameter import Parameter, SparseGrad
+
+__all__ = ["SGD", "sgd"]
+
+
+class SGD(Optimizer):
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float = 1e-3,
+        momentum: float = 0,
+        dampening: float = 0,
+        weight_decay: float = 0,
+        nesterov: bool = False,
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        differentiable: bool = False,
+        fused: bool | None = None,
+    ) -> None:
+        if lr < 0.0:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if momentum < 0.0:
+            raise ValueError(f"Invalid momentum value: {momentum}")
+        if weight_decay < 0.0:
+            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+        _check_impl_flags(foreach, fused, differentiable)
+        defaults = {
+            "lr": lr,
+            "momentum": momentum,
+            "dampening": dampening,
+            "weight_decay": weight_decay,
+            "nesterov": nesterov,
+            "maximize": maximize,
+            "foreach": foreach,
+            "differentiable": differentiable,
+            "fused": fused,
+        }
+        super().__init__(params, defaults)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("nesterov", False)
+            group.setdefault("maximize", False)
+            group.setdefault("foreach", None)
+            group.setdefault("differentiable", False)
+            group.setdefault("fused", False)
+
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        """Perform a single optimization step.
+
+        Args:
+            closure: a callable that re-evaluates the model and returns the loss.
+        """
+        loss = _eval_closure(closure)
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            grads = [p.grad for p in params]
+            buffers = [self.state[p].get("momentum_buffer") for p in params]
+            sgd(
+                params,
+                grads,
+                buffers,
+                weight_decay=group["weight_decay"],
+                momentum=group["momentum"],
+                lr=group["lr"],
+                dampening=group["dampening"],
+                nesterov=group["nesterov"],
+                maximize=group["maximize"],
+                foreach=group["foreach"],
+            )
+            if group["momentum"] != 0:
+                for p, buf in zip(params, buffers, strict=True):
+                    self.state[p]["momentum_buffer"] = buf
+        return loss
+
+
+SGD.__doc__ = rf"""Implements stochastic gradient descent (optionally with momentum).
+
+    .. math::
+       \begin{{aligned}}
+            &\textbf{{input}}: \gamma \text{{ (lr)}}, \: \theta_0 \text{{ (params)}},
+                \: f(\theta) \text{{ (objective)}}, \: \lambda \text{{ (weight decay)}},
+                \: \mu \text{{ (momentum)}}, \: \tau \text{{ (dampening)}},
+                \: \textit{{nesterov}}, \: \textit{{maximize}} \\
+            &\textbf{{for}} \: t=1 \: \textbf{{to}} \: \ldots \: \textbf{{do}} \\
+            &\quad g_t \leftarrow \nabla_{{\theta}} f_t (\theta_{{t-1}})
+                \quad (-\nabla_{{\theta}} f_t (\theta_{{t-1}}) \text{{ if maximize}}) \\
+            &\quad \textbf{{if}} \: \lambda \neq 0:
+                \: g_t \leftarrow g_t + \lambda \theta_{{t-1}} \\
+            &\quad \textbf{{if}} \: \mu \neq 0: \\
+            &\qquad b_t \leftarrow g_t \text{{ if }} t = 1
+                \text{{ else }} \mu b_{{t-1}} + (1-\tau) g_t \\
+            &\qquad g_t \leftarrow g_t + \mu b_t \text{{ if nesterov else }} b_t \\
+            &\quad \theta_t \leftarrow \theta_{{t-1}} - \gamma g_t \\
+            &\textbf{{return}} \: \theta_t
+       \end{{aligned}}
+
+    Nesterov momentum follows Sutskever et al., "On the importance of initialization and
+    momentum in deep learning" (ICML 2013), in torch's form: the learning rate multiplies the
+    whole velocity, and the momentum buffer starts at the first gradient (so dampening applies
+    from the second step on).
+
+    Args:
+        {_params_doc}
+        lr (float, optional): learning rate (default: 1e-3)
+        momentum (float, optional): momentum factor (default: 0)
+        dampening (float, optional): dampening for momentum (default: 0)
+        weight_decay (float, optional): weight decay (L2 penalty) (default: 0)
+        nesterov (bool, optional): enables Nesterov momentum. Only applicable when momentum
+            is non-zero. (default: False)
+        {_maximize_doc}
+        {_foreach_doc}
+        {_differentiable_doc}
+        {_fused_doc}
+
+    Row-sparse gradients (:class:`~npoptim.SparseGrad`) are accepted, without weight decay, as
+    in torch; the momentum buffer of such a parameter is then a coalesced ``SparseGrad``.
+
+    Example:
+        >>> import numpy as np
+        >>> from npoptim import Parameter, SGD
+        >>> w = Parameter(np.array([1.0, -2.0]))
+        >>> opt = SGD([w], lr=0.1, momentum=0.9)
+        >>> w.grad = 2 * w.view(np.ndarray)      # gradient of |w|^2
+        >>> opt.step()
+        >>> w
+        Parameter([ 0.8, -1.6])
+    """
+
+
+def sgd(
+    params: list[Parameter],
+    d_p_list: list[Any],
+    momentum_buffer_list: list[Any],
+    *,
+    weight_decay: float,
+    momentum: float,
+    lr: float,
+    dampening: float,
+    nesterov: bool,
+    maximize: bool,
+    foreach: bool | None = None,
+) -> None:
+    """Functional SGD: updates ``params`` in place (see :class:`SGD` for the math).
+
+    ``momentum_buffer_list[i]`` is the momentum buffer of ``params[i]`` or None before the
+    first step; new buffers are written back into the list.
+    """
+    for i, (param, grad) in enumerate(zip(params, d_p_list, strict=True)):
+        if isinstance(grad, SparseGrad):
+            momentum_buffer_list[i] = _sparse_sgd_step(
+                param, grad, momentum_buffer_list[i], weight_decay=weight_decay,
+                momentum=momentum, lr=lr, dampening=dampening, nesterov=nesterov,
+                maximize=maximize,
+            )  # fmt: skip
+            continue
+        first = momentum != 0 and momentum_buffer_list[i] is None
+        if first:
+            momentum_buffer_list[i] = np.empty_like(param.view(np.ndarray))
+        buf = momentum_buffer_list[i]
+        arrays = [as_real(param), as_real(grad)] + ([as_real(buf)] if momentum != 0 else [])
+        for piece in chunks(*arrays):
+            _sgd_piece(
+                *piece, weight_decay=weight_decay, momentum=momentum, lr=lr,
+                dampening=dampening, nesterov=nesterov, maximize=maximize, first=first,
+            )  # fmt: skip
+
+
+def _sgd_piece(
+    p: Array,
+    g: Array,
+    b: Array | None = None,
+    *,
+    weight_decay: float,
+    momentum: float,
+    lr: float,
+    dampening: float,
+    nesterov: bool,
+    maximize: bool,
+    first: bool,
+) -> None:
+    """One SGD update of a piece of a parameter ``p`` with gradient ``g`` and buffer ``b``."""
+    d_p, tmp = temporaries(p, 2)
+    if maximize:
+        np.negative(g, out=d_p)
+        g = d_p
+    if weight_decay != 0:
+        np.multiply(p, weight_decay, out=tmp)
+        np.add(g, tmp, out=d_p)  # g + λθ
+        g = d_p
+    if b is not None:
+        if first:
+            np.copyto(b, g)  # b_1 = g_1
+        else:
+            b *= momentum
+            np.multiply(g, 1 - dampening, out=tmp)
+            b += tmp  # b_t = μ b_{t-1} + (1 - τ) g_t
+        if nesterov:
+            np.multiply(b, momentum, out=tmp)
+            np.add(g, tmp, out=d_p)  # g_t + μ b_t
+            g = d_p
+        else:
+            g = b
+    np.multiply(g, lr, out=tmp)
+    p -= tmp  # θ_t = θ_{t-1} - γ g_t
+
+
+def _sparse_sgd_step(
+    param: Parameter,
+    grad: SparseGrad,
+    buf: SparseGrad | None,
+    *,
+    weight_decay: float,
+    momentum: float,
+    lr: float,
+    dampening: float,
+    nesterov: bool,
+    maximize: bool,
+) -> SparseGrad | None:
+    """SGD with a row-sparse gradient: only the rows held by the gradient (and, with
+    momentum, by the buffer) change. Returns the new momentum buffer."""
+    if weight_decay != 0:
+        raise RuntimeError("add(sparse, dense) is not supported. Use add(dense, sparse) instead.")
+    g = (-grad if maximize else grad).coalesce()
+    if momentum != 0:
+        if buf is None:
+            buf = g
+        else:
+            rows = np.concatenate([buf.indices, g.indices])
+            vals = np.concatenate([momentum * buf.values, (1 - dampening) * g.values])
+            buf = SparseGrad(rows, vals, g.shape).coalesce()
+        if nesterov:
+            rows = np.concatenate([g.indices, buf.indices])
+            g = SparseGrad(rows, np.concatenate([g.values, momentum * buf.values]), g.shape)
+            g = g.coalesce()
+        else:
+            g = buf
+    data = param.view(np.ndarray)
+    data[g.indices] -= lr * g.values
+    return buf
