@@ -80,20 +80,23 @@ class SGD(Optimizer):
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             grads = [p.grad for p in params]
-            buffers = [self.state[p].get("momentum_buffer") for p in params]
+            momentum = group["momentum"]
+            buffers = [
+                self.state[p].get("momentum_buffer") if momentum != 0 else None for p in params
+            ]
             sgd(
                 params,
                 grads,
                 buffers,
                 weight_decay=group["weight_decay"],
-                momentum=group["momentum"],
+                momentum=momentum,
                 lr=group["lr"],
                 dampening=group["dampening"],
                 nesterov=group["nesterov"],
                 maximize=group["maximize"],
                 foreach=group["foreach"],
             )
-            if group["momentum"] != 0:
+            if momentum != 0:
                 for p, buf in zip(params, buffers, strict=True):
                     self.state[p]["momentum_buffer"] = buf
         return loss
