@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from configs import CONFIGS, FLAGS
 from harness import (
     DTYPES,

@@ -16,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from configs import CONFIGS, FLAGS  # noqa: E402
-from harness import DTYPES, Trajectory, run_torch, save_golden  # noqa: E402
+from configs import CONFIGS, FLAGS
+from harness import DTYPES, Trajectory, run_torch, save_golden
 
 DEFAULT = ["SGD", "Adam", "AdamW"]
 
