@@ -14,9 +14,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from configs import CONFIGS, FLAGS  # noqa: E402
-from harness import DTYPES, max_relative_error, run_npoptim, run_torch  # noqa: E402
-from references import load_all  # noqa: E402
+from configs import CONFIGS, FLAGS
+from harness import DTYPES, max_relative_error, run_npoptim, run_torch
+from references import load_all
 
 
 def main(names: list[str]) -> None:
