@@ -5,8 +5,12 @@ defaults, state and state_dict format, over NumPy arrays that carry a ``.grad`` 
 """
 
 from . import functional
+from .adadelta import Adadelta
+from .adagrad import Adagrad
 from .adam import Adam
+from .adamax import Adamax
 from .adamw import AdamW
+from .asgd import ASGD
 from .optimizer import (
     Optimizer,
     RemovableHandle,
@@ -15,16 +19,22 @@ from .optimizer import (
     required,
 )
 from .parameter import Parameter, SparseGrad
+from .rmsprop import RMSprop
 from .sgd import SGD
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ASGD",
     "SGD",
+    "Adadelta",
+    "Adagrad",
     "Adam",
     "AdamW",
+    "Adamax",
     "Optimizer",
     "Parameter",
+    "RMSprop",
     "RemovableHandle",
     "SparseGrad",
     "functional",

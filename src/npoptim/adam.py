@@ -92,10 +92,10 @@ class Adam(Optimizer):
             closure: a callable that re-evaluates the model and returns the loss.
         """
         loss = _eval_closure(closure)
-        name = type(self).__name__
         for group in self.param_groups:
+            # torch names Adam in this message for AdamW too.
             params, grads = _dense_params_and_grads(
-                group, name, ", please consider SparseAdam instead"
+                group, "Adam", ", please consider SparseAdam instead"
             )
             states = [self.state[p] for p in params]
             for p, state in zip(params, states, strict=True):

@@ -1,0 +1,228 @@
+r"""Adadelta, with weight decay and maximize."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ._kernel import Array, as_real, chunks, temporaries
+from .optimizer import (
+    Optimizer,
+    ParamsT,
+    _check_impl_flags,
+    _dense_params_and_grads,
+    _differentiable_doc,
+    _eval_closure,
+    _foreach_doc,
+    _maximize_doc,
+    _params_doc,
+)
+from .parameter import Parameter
+
+__all__ = ["Adadelta", "adadelta"]
+
+
+class Adadelta(Optimizer):
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float = 1.0,
+        rho: float = 0.9,
+        eps: float = 1e-6,
+        weight_decay: float = 0,
+        foreach: bool | None = None,
+        *,
+        capturable: bool = False,
+        maximize: bool = False,
+        differentiable: bool = False,
+    ) -> None:
+        if not 0.0 <= lr:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if not 0.0 <= rho <= 1.0:
+            raise ValueError(f"Invalid rho value: {rho}")
+        if not 0.0 <= eps:
+            raise ValueError(f"Invalid epsilon value: {eps}")
+        if not 0.0 <= weight_decay:
+            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        _check_impl_flags(foreach, None, differentiable)
+        defaults = {
+            "lr": lr,
+            "rho": rho,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "maximize": maximize,
+            "capturable": capturable,
+            "foreach": foreach,
+            "differentiable": differentiable,
+        }
+        super().__init__(params, defaults)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("foreach", None)
+            group.setdefault("maximize", False)
+            group.setdefault("differentiable", False)
+            group.setdefault("capturable", False)
+            for p in group["params"]:
+                p_state = self.state.get(p, {})
+                if "step" in p_state:
+                    p_state["step"] = float(p_state["step"])
+
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        """Perform a single optimization step.
+
+        Args:
+            closure: a callable that re-evaluates the model and returns the loss.
+        """
+        loss = _eval_closure(closure)
+        for group in self.param_groups:
+            params, grads = _dense_params_and_grads(group, type(self).__name__)
+            states = [self.state[p] for p in params]
+            for p, state in zip(params, states, strict=True):
+                if len(state) == 0:
+                    state["step"] = 0.0
+                    state["square_avg"] = np.zeros_like(p.view(np.ndarray))
+                    state["acc_delta"] = np.zeros_like(p.view(np.ndarray))
+                state["step"] += 1
+            adadelta(
+                params,
+                grads,
+                [s["square_avg"] for s in states],
+                [s["acc_delta"] for s in states],
+                [s["step"] for s in states],
+                lr=group["lr"],
+                rho=group["rho"],
+                eps=group["eps"],
+                weight_decay=group["weight_decay"],
+                maximize=group["maximize"],
+                foreach=group["foreach"],
+            )
+        return loss
+
+
+Adadelta.__doc__ = rf"""Implements the Adadelta algorithm.
+
+    .. math::
+       \begin{{aligned}}
+            &\textbf{{input}}: \gamma \text{{ (lr)}}, \: \theta_0 \text{{ (params)}},
+                \: f(\theta) \text{{ (objective)}}, \: \rho \text{{ (decay)}},
+                \: \lambda \text{{ (weight decay)}}, \: \epsilon \text{{ (eps)}},
+                \: \textit{{maximize}} \\
+            &\textbf{{initialize}}: v_0 \leftarrow 0 \text{{ (square avg)}},
+                \: u_0 \leftarrow 0 \text{{ (accumulated updates)}} \\
+            &\textbf{{for}} \: t=1 \: \textbf{{to}} \: \ldots \: \textbf{{do}} \\
+            &\quad g_t \leftarrow \nabla_{{\theta}} f_t (\theta_{{t-1}})
+                \quad (-\nabla_{{\theta}} f_t (\theta_{{t-1}}) \text{{ if maximize}}) \\
+            &\quad \textbf{{if}} \: \lambda \neq 0: \:
+                g_t \leftarrow g_t + \lambda \theta_{{t-1}} \\
+            &\quad v_t \leftarrow \rho v_{{t-1}} + (1 - \rho) g_t^2 \\
+            &\quad \Delta x_t \leftarrow \frac{{\sqrt{{u_{{t-1}} + \epsilon}}}}
+                {{\sqrt{{v_t + \epsilon}}}} g_t \\
+            &\quad u_t \leftarrow \rho u_{{t-1}} + (1 - \rho) \Delta x_t^2 \\
+            &\quad \theta_t \leftarrow \theta_{{t-1}} - \gamma \Delta x_t \\
+            &\textbf{{return}} \: \theta_t
+       \end{{aligned}}
+
+    From Zeiler, "ADADELTA: An Adaptive Learning Rate Method" (2012,
+    https://arxiv.org/abs/1212.5701). The paper has no learning rate; ``lr`` scales the
+    update :math:`\Delta x_t` (1.0 gives the paper's method). Complex parameters are updated
+    as pairs of reals.
+
+    Args:
+        {_params_doc}
+        lr (float, optional): coefficient that scales delta before it is applied to the
+            parameters (default: 1.0)
+        rho (float, optional): coefficient used for computing a running average of squared
+            gradients (default: 0.9). A higher value of ``rho`` gives a slower average, which
+            can help against oscillations.
+        eps (float, optional): term added to the denominator to improve numerical stability
+            (default: 1e-6)
+        weight_decay (float, optional): weight decay (L2 penalty) (default: 0)
+        {_foreach_doc}
+        capturable (bool, optional): accepted for compatibility; has no effect (default: False)
+        {_maximize_doc}
+        {_differentiable_doc}
+
+    State (``optimizer.state[p]``): ``step`` (a float), ``square_avg`` (:math:`v_t`) and
+    ``acc_delta`` (:math:`u_t`).
+
+    Example:
+        >>> import numpy as np
+        >>> from npoptim import Parameter, Adadelta
+        >>> w = Parameter(np.array([1.0, -2.0]))
+        >>> opt = Adadelta([w], lr=0.5, rho=0.0, eps=1.0)
+        >>> w.grad = np.array([0.75, 0.0])
+        >>> opt.step()
+        >>> w
+        Parameter([ 0.7, -2. ])
+    """
+
+
+def adadelta(
+    params: list[Parameter],
+    grads: list[Array],
+    square_avgs: list[Array],
+    acc_deltas: list[Array],
+    state_steps: list[float],
+    *,
+    lr: float,
+    rho: float,
+    eps: float,
+    weight_decay: float,
+    maximize: bool,
+    foreach: bool | None = None,
+) -> None:
+    """Functional Adadelta: updates ``params`` and their state arrays in place.
+
+    ``state_steps`` is accepted for torch's signature; Adadelta does not depend on the step
+    number. See :class:`Adadelta` for the math.
+    """
+    for i, param in enumerate(params):
+        arrays = (param, grads[i], square_avgs[i], acc_deltas[i])
+        for piece in chunks(*(as_real(a) for a in arrays)):
+            _adadelta_piece(
+                *piece, lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize
+            )
+
+
+def _adadelta_piece(
+    p: Array,
+    g: Array,
+    v: Array,
+    u: Array,
+    *,
+    lr: float,
+    rho: float,
+    eps: float,
+    weight_decay: float,
+    maximize: bool,
+) -> None:
+    """One Adadelta update of a piece of a parameter, its square average ``v`` and its
+    accumulated squared updates ``u``."""
+    g_t, tmp, delta = temporaries(p, 3)
+    if maximize:
+        np.negative(g, out=g_t)
+        g = g_t
+    if weight_decay != 0:
+        np.multiply(p, weight_decay, out=tmp)
+        np.add(g, tmp, out=g_t)  # g ← g + λθ
+        g = g_t
+    v *= rho
+    np.multiply(g, g, out=tmp)
+    tmp *= 1 - rho
+    v += tmp  # v_t = ρ v_{t-1} + (1 - ρ) g_t²
+    np.add(v, eps, out=tmp)
+    np.sqrt(tmp, out=tmp)  # sqrt(v_t + ε)
+    np.add(u, eps, out=delta)
+    np.sqrt(delta, out=delta)  # sqrt(u_{t-1} + ε)
+    delta /= tmp
+    delta *= g  # Δx_t
+    u *= rho
+    np.multiply(delta, delta, out=tmp)
+    tmp *= 1 - rho
+    u += tmp  # u_t = ρ u_{t-1} + (1 - ρ) Δx_t²
+    delta *= lr
+    p -= delta  # θ_t = θ_{t-1} - γ Δx_t

@@ -1,0 +1,255 @@
+r"""Adagrad, with learning-rate decay, an initial accumulator, weight decay, maximize and
+row-sparse gradients."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ._kernel import Array, as_real, chunks, temporaries
+from .optimizer import (
+    Optimizer,
+    ParamsT,
+    _check_impl_flags,
+    _differentiable_doc,
+    _eval_closure,
+    _foreach_doc,
+    _fused_doc,
+    _maximize_doc,
+    _params_doc,
+)
+from .parameter import Grad, Parameter, SparseGrad
+
+__all__ = ["Adagrad", "adagrad"]
+
+
+class Adagrad(Optimizer):
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float = 1e-2,
+        lr_decay: float = 0,
+        weight_decay: float = 0,
+        initial_accumulator_value: float = 0,
+        eps: float = 1e-10,
+        foreach: bool | None = None,
+        *,
+        maximize: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+    ) -> None:
+        if not 0.0 <= lr:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if not 0.0 <= lr_decay:
+            raise ValueError(f"Invalid lr_decay value: {lr_decay}")
+        if not 0.0 <= weight_decay:
+            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        if not 0.0 <= initial_accumulator_value:
+            raise ValueError(
+                f"Invalid initial_accumulator_value value: {initial_accumulator_value}"
+            )
+        if not 0.0 <= eps:
+            raise ValueError(f"Invalid epsilon value: {eps}")
+        _check_impl_flags(foreach, fused, differentiable)
+        defaults = {
+            "lr": lr,
+            "lr_decay": lr_decay,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "initial_accumulator_value": initial_accumulator_value,
+            "foreach": foreach,
+            "maximize": maximize,
+            "differentiable": differentiable,
+            "fused": fused,
+        }
+        super().__init__(params, defaults)
+        # Unlike the other optimizers, Adagrad creates its state eagerly, as torch does.
+        for group in self.param_groups:
+            for p in group["params"]:
+                self._init_state(p)
+
+    def _init_state(self, p: Parameter) -> None:
+        """Step 0 and the accumulator filled with the optimizer's (not the group's)
+        ``initial_accumulator_value`` (both parts of it for a complex parameter), as torch."""
+        value: complex = self.defaults["initial_accumulator_value"]
+        if np.iscomplexobj(p):
+            value = complex(value, value)
+        state = self.state[p]
+        state["step"] = 0.0
+        state["sum"] = np.full_like(p.view(np.ndarray), value)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("foreach", None)
+            group.setdefault("maximize", False)
+            group.setdefault("differentiable", False)
+            group.setdefault("fused", None)
+            for p in group["params"]:
+                p_state = self.state.get(p, {})
+                if "step" in p_state:
+                    p_state["step"] = float(p_state["step"])
+
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        """Perform a single optimization step.
+
+        Args:
+            closure: a callable that re-evaluates the model and returns the loss.
+        """
+        loss = _eval_closure(closure)
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            for p in params:
+                if len(self.state[p]) == 0:  # a parameter added after construction
+                    self._init_state(p)
+                self.state[p]["step"] += 1
+            adagrad(
+                params,
+                [p.grad for p in params],
+                [self.state[p]["sum"] for p in params],
+                [self.state[p]["step"] for p in params],
+                lr=group["lr"],
+                weight_decay=group["weight_decay"],
+                lr_decay=group["lr_decay"],
+                eps=group["eps"],
+                maximize=group["maximize"],
+                foreach=group["foreach"],
+            )
+        return loss
+
+
+Adagrad.__doc__ = rf"""Implements the Adagrad algorithm.
+
+    .. math::
+       \begin{{aligned}}
+            &\textbf{{input}}: \gamma \text{{ (lr)}}, \: \theta_0 \text{{ (params)}},
+                \: f(\theta) \text{{ (objective)}}, \: \lambda \text{{ (weight decay)}},
+                \: \tau \text{{ (initial accumulator value)}}, \: \eta \text{{ (lr decay)}},
+                \: \epsilon \text{{ (eps)}}, \: \textit{{maximize}} \\
+            &\textbf{{initialize}}: s_0 \leftarrow \tau \text{{ (state sum)}} \\
+            &\textbf{{for}} \: t=1 \: \textbf{{to}} \: \ldots \: \textbf{{do}} \\
+            &\quad g_t \leftarrow \nabla_{{\theta}} f_t (\theta_{{t-1}})
+                \quad (-\nabla_{{\theta}} f_t (\theta_{{t-1}}) \text{{ if maximize}}) \\
+            &\quad \tilde{{\gamma}} \leftarrow \gamma / (1 + (t-1) \eta) \\
+            &\quad \textbf{{if}} \: \lambda \neq 0: \:
+                g_t \leftarrow g_t + \lambda \theta_{{t-1}} \\
+            &\quad s_t \leftarrow s_{{t-1}} + g_t^2 \\
+            &\quad \theta_t \leftarrow \theta_{{t-1}} - \tilde{{\gamma}} g_t /
+                \big(\sqrt{{s_t}} + \epsilon\big) \\
+            &\textbf{{return}} \: \theta_t
+       \end{{aligned}}
+
+    From Duchi, Hazan & Singer, "Adaptive Subgradient Methods for Online Learning and
+    Stochastic Optimization" (JMLR 12, 2011, http://jmlr.org/papers/v12/duchi11a.html).
+    Complex parameters are updated as pairs of reals; the accumulator of a complex parameter
+    starts at :math:`\tau + i\tau`.
+
+    Unlike the other optimizers, and as in torch, the state of every parameter given to the
+    constructor exists right after construction (``step`` 0 and ``sum`` :math:`= \tau`).
+
+    A row-sparse gradient (:class:`~npoptim.SparseGrad`) is coalesced and only its rows of
+    ``sum`` and of the parameter change; ``weight_decay`` must then be 0. For a complex
+    parameter with a sparse gradient npoptim updates those rows as pairs of reals, exactly as
+    the dense path does; torch 2.13 instead squares and divides the complex values there.
+
+    Args:
+        {_params_doc}
+        lr (float, optional): learning rate (default: 1e-2)
+        lr_decay (float, optional): learning rate decay (default: 0)
+        weight_decay (float, optional): weight decay (L2 penalty) (default: 0)
+        initial_accumulator_value (float, optional): initial value of the sum of squares of
+            gradients (default: 0)
+        eps (float, optional): term added to the denominator to improve numerical stability
+            (default: 1e-10)
+        {_foreach_doc}
+        {_maximize_doc}
+        {_differentiable_doc}
+        {_fused_doc}
+
+    State (``optimizer.state[p]``): ``step`` (a float) and ``sum`` (:math:`s_t`).
+
+    Example:
+        >>> import numpy as np
+        >>> from npoptim import Parameter, Adagrad
+        >>> w = Parameter(np.array([1.0, -2.0]))
+        >>> opt = Adagrad([w], lr=0.1)
+        >>> w.grad = 2 * w.view(np.ndarray)
+        >>> opt.step()
+        >>> w
+        Parameter([ 0.9, -1.9])
+    """
+
+
+def adagrad(
+    params: list[Parameter],
+    grads: list[Grad],
+    state_sums: list[Array],
+    state_steps: list[float],
+    *,
+    lr: float,
+    weight_decay: float,
+    lr_decay: float,
+    eps: float,
+    maximize: bool,
+    foreach: bool | None = None,
+) -> None:
+    """Functional Adagrad: updates ``params`` and ``state_sums`` in place.
+
+    A grad may be a :class:`~npoptim.SparseGrad`. ``state_steps[i]`` is the step number
+    :math:`t` of this update for ``params[i]``. See :class:`Adagrad` for the math.
+    """
+    for param, grad, state_sum, t in zip(params, grads, state_sums, state_steps, strict=True):
+        clr = lr / (1 + (t - 1) * lr_decay)  # the decayed learning rate γ̃
+        if isinstance(grad, SparseGrad):
+            if weight_decay != 0:
+                raise RuntimeError("weight_decay option is not compatible with sparse gradients")
+            _sparse_adagrad_step(param, grad, state_sum, clr=clr, eps=eps, maximize=maximize)
+            continue
+        for piece in chunks(*(as_real(a) for a in (param, grad, state_sum))):
+            _adagrad_piece(*piece, clr=clr, weight_decay=weight_decay, eps=eps, maximize=maximize)
+
+
+def _adagrad_piece(
+    p: Array,
+    g: Array,
+    s: Array,
+    *,
+    clr: float,
+    weight_decay: float,
+    eps: float,
+    maximize: bool,
+) -> None:
+    """One Adagrad update of a piece of a parameter and its sum of squares ``s``."""
+    g_t, tmp = temporaries(p, 2)
+    if maximize:
+        np.negative(g, out=g_t)
+        g = g_t
+    if weight_decay != 0:
+        np.multiply(p, weight_decay, out=tmp)
+        np.add(g, tmp, out=g_t)  # g ← g + λθ
+        g = g_t
+    np.multiply(g, g, out=tmp)
+    s += tmp  # s_t = s_{t-1} + g_t²
+    np.sqrt(s, out=tmp)
+    tmp += eps
+    np.divide(g, tmp, out=tmp)
+    tmp *= clr
+    p -= tmp  # θ_t = θ_{t-1} - γ̃ g_t / (sqrt(s_t) + ε)
+
+
+def _sparse_adagrad_step(
+    param: Parameter, grad: SparseGrad, state_sum: Array, *, clr: float, eps: float, maximize: bool
+) -> None:
+    """Adagrad with a row-sparse gradient: only the rows the gradient holds change."""
+    g = grad.coalesce()  # the update is not linear in g: each row must appear once
+    rows = g.indices
+    values = as_real(-g.values if maximize else g.values)
+    sums = as_real(state_sum)
+    s = sums[rows]
+    s += values * values  # s_t = s_{t-1} + g_t² on the rows of g
+    sums[rows] = s
+    std = np.sqrt(s)
+    std += eps
+    as_real(param.view(np.ndarray))[rows] -= clr * (values / std)

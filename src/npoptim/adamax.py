@@ -1,0 +1,227 @@
+r"""Adamax: Adam with the infinity norm, with weight decay and maximize."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ._kernel import Array, as_real, chunks, temporaries
+from .optimizer import (
+    Optimizer,
+    ParamsT,
+    _check_impl_flags,
+    _dense_params_and_grads,
+    _differentiable_doc,
+    _eval_closure,
+    _foreach_doc,
+    _maximize_doc,
+    _params_doc,
+)
+from .parameter import Parameter
+
+__all__ = ["Adamax", "adamax"]
+
+
+class Adamax(Optimizer):
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float = 2e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        foreach: bool | None = None,
+        *,
+        maximize: bool = False,
+        differentiable: bool = False,
+        capturable: bool = False,
+    ) -> None:
+        if not 0.0 <= lr:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if not 0.0 <= eps:
+            raise ValueError(f"Invalid epsilon value: {eps}")
+        if not 0.0 <= betas[0] < 1.0:
+            raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
+        if not 0.0 <= betas[1] < 1.0:
+            raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
+        if not 0.0 <= weight_decay:
+            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        _check_impl_flags(foreach, None, differentiable)
+        defaults = {
+            "lr": lr,
+            "betas": betas,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "foreach": foreach,
+            "maximize": maximize,
+            "differentiable": differentiable,
+            "capturable": capturable,
+        }
+        super().__init__(params, defaults)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("foreach", None)
+            group.setdefault("maximize", False)
+            group.setdefault("differentiable", False)
+            group.setdefault("capturable", False)
+            for p in group["params"]:
+                p_state = self.state.get(p, {})
+                if "step" in p_state:
+                    p_state["step"] = float(p_state["step"])
+
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        """Perform a single optimization step.
+
+        Args:
+            closure: a callable that re-evaluates the model and returns the loss.
+        """
+        loss = _eval_closure(closure)
+        for group in self.param_groups:
+            params, grads = _dense_params_and_grads(group, type(self).__name__)
+            states = [self.state[p] for p in params]
+            for p, state in zip(params, states, strict=True):
+                if len(state) == 0:
+                    state["step"] = 0.0
+                    state["exp_avg"] = np.zeros_like(p.view(np.ndarray))
+                    state["exp_inf"] = np.zeros_like(p.view(np.ndarray))
+                state["step"] += 1
+            beta1, beta2 = group["betas"]
+            adamax(
+                params,
+                grads,
+                [s["exp_avg"] for s in states],
+                [s["exp_inf"] for s in states],
+                [s["step"] for s in states],
+                eps=group["eps"],
+                beta1=beta1,
+                beta2=beta2,
+                lr=group["lr"],
+                weight_decay=group["weight_decay"],
+                maximize=group["maximize"],
+                foreach=group["foreach"],
+            )
+        return loss
+
+
+Adamax.__doc__ = rf"""Implements the Adamax algorithm (Adam based on the infinity norm).
+
+    .. math::
+       \begin{{aligned}}
+            &\textbf{{input}}: \gamma \text{{ (lr)}}, \: \beta_1, \beta_2 \text{{ (betas)}},
+                \: \theta_0 \text{{ (params)}}, \: f(\theta) \text{{ (objective)}},
+                \: \lambda \text{{ (weight decay)}}, \: \epsilon \text{{ (eps)}},
+                \: \textit{{maximize}} \\
+            &\textbf{{initialize}}: m_0 \leftarrow 0 \text{{ (first moment)}},
+                \: u_0 \leftarrow 0 \text{{ (infinity norm)}} \\
+            &\textbf{{for}} \: t=1 \: \textbf{{to}} \: \ldots \: \textbf{{do}} \\
+            &\quad g_t \leftarrow \nabla_{{\theta}} f_t (\theta_{{t-1}})
+                \quad (-\nabla_{{\theta}} f_t (\theta_{{t-1}}) \text{{ if maximize}}) \\
+            &\quad \textbf{{if}} \: \lambda \neq 0: \:
+                g_t \leftarrow g_t + \lambda \theta_{{t-1}} \\
+            &\quad m_t \leftarrow \beta_1 m_{{t-1}} + (1 - \beta_1) g_t \\
+            &\quad u_t \leftarrow \max(\beta_2 u_{{t-1}}, |g_t| + \epsilon) \\
+            &\quad \theta_t \leftarrow \theta_{{t-1}}
+                - \frac{{\gamma m_t}}{{(1 - \beta_1^t) u_t}} \\
+            &\textbf{{return}} \: \theta_t
+       \end{{aligned}}
+
+    From Kingma & Ba, "Adam: A Method for Stochastic Optimization" (ICLR 2015,
+    https://arxiv.org/abs/1412.6980), section 7.1. As in torch, ``eps`` is added to
+    :math:`|g_t|` inside the maximum (the paper has none), and complex parameters are updated
+    as pairs of reals (the infinity norm is taken per real and imaginary part).
+
+    Args:
+        {_params_doc}
+        lr (float, optional): learning rate (default: 2e-3)
+        betas (Tuple[float, float], optional): coefficients used for computing running
+            averages of gradient and its infinity norm (default: (0.9, 0.999))
+        eps (float, optional): term added to the denominator to improve numerical stability
+            (default: 1e-8)
+        weight_decay (float, optional): weight decay (L2 penalty) (default: 0)
+        {_foreach_doc}
+        {_maximize_doc}
+        {_differentiable_doc}
+        capturable (bool, optional): accepted for compatibility; has no effect (default: False)
+
+    State (``optimizer.state[p]``): ``step`` (a float), ``exp_avg`` (:math:`m_t`) and
+    ``exp_inf`` (:math:`u_t`).
+
+    Example:
+        >>> import numpy as np
+        >>> from npoptim import Parameter, Adamax
+        >>> w = Parameter(np.array([1.0, -2.0]))
+        >>> opt = Adamax([w], lr=0.1, eps=0.0)
+        >>> w.grad = 2 * w.view(np.ndarray)
+        >>> opt.step()
+        >>> w
+        Parameter([ 0.9, -1.9])
+    """
+
+
+def adamax(
+    params: list[Parameter],
+    grads: list[Array],
+    exp_avgs: list[Array],
+    exp_infs: list[Array],
+    state_steps: list[float],
+    *,
+    eps: float,
+    beta1: float,
+    beta2: float,
+    lr: float,
+    weight_decay: float,
+    maximize: bool,
+    foreach: bool | None = None,
+) -> None:
+    """Functional Adamax: updates ``params`` and their moments in place.
+
+    ``state_steps[i]`` is the step number :math:`t` of this update for ``params[i]``. See
+    :class:`Adamax` for the math.
+    """
+    for i, param in enumerate(params):
+        clr = lr / (1 - beta1 ** state_steps[i])  # γ / (1 - β1^t)
+        arrays = (param, grads[i], exp_avgs[i], exp_infs[i])
+        for piece in chunks(*(as_real(a) for a in arrays)):
+            _adamax_piece(
+                *piece, eps=eps, beta1=beta1, beta2=beta2, clr=clr,
+                weight_decay=weight_decay, maximize=maximize,
+            )  # fmt: skip
+
+
+def _adamax_piece(
+    p: Array,
+    g: Array,
+    m: Array,
+    u: Array,
+    *,
+    eps: float,
+    beta1: float,
+    beta2: float,
+    clr: float,
+    weight_decay: float,
+    maximize: bool,
+) -> None:
+    """One Adamax update of a piece of a parameter, its first moment ``m`` and infinity
+    norm ``u``."""
+    g_t, tmp = temporaries(p, 2)
+    if maximize:
+        np.negative(g, out=g_t)
+        g = g_t
+    if weight_decay != 0:
+        np.multiply(p, weight_decay, out=tmp)
+        np.add(g, tmp, out=g_t)  # g ← g + λθ
+        g = g_t
+    np.subtract(g, m, out=tmp)
+    tmp *= 1 - beta1
+    m += tmp  # m_t = m_{t-1} + (1 - β1)(g_t - m_{t-1}) = β1 m_{t-1} + (1 - β1) g_t
+    u *= beta2
+    np.abs(g, out=tmp)
+    tmp += eps
+    np.maximum(u, tmp, out=u)  # u_t = max(β2 u_{t-1}, |g_t| + ε)
+    np.divide(m, u, out=tmp)
+    tmp *= clr
+    p -= tmp  # θ_t = θ_{t-1} - γ m_t / ((1 - β1^t) u_t)

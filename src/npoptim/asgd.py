@@ -1,0 +1,246 @@
+r"""Averaged stochastic gradient descent, with weight decay and maximize."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ._kernel import Array, as_real, chunks, temporaries
+from .optimizer import (
+    Optimizer,
+    ParamsT,
+    _check_impl_flags,
+    _dense_params_and_grads,
+    _differentiable_doc,
+    _eval_closure,
+    _foreach_doc,
+    _maximize_doc,
+    _params_doc,
+)
+from .parameter import Parameter
+
+__all__ = ["ASGD", "asgd"]
+
+
+def _float32(x: float) -> float:
+    """``x`` rounded to the nearest float32, as torch stores ASGD's ``eta`` and ``mu``."""
+    return float(np.float32(x))
+
+
+class ASGD(Optimizer):
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float = 1e-2,
+        lambd: float = 1e-4,
+        alpha: float = 0.75,
+        t0: float = 1e6,
+        weight_decay: float = 0,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        differentiable: bool = False,
+        capturable: bool = False,
+    ) -> None:
+        if not 0.0 <= lr:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if not 0.0 <= weight_decay:
+            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        _check_impl_flags(foreach, None, differentiable)
+        defaults = {
+            "lr": lr,
+            "lambd": lambd,
+            "alpha": alpha,
+            "t0": t0,
+            "weight_decay": weight_decay,
+            "foreach": foreach,
+            "maximize": maximize,
+            "differentiable": differentiable,
+            "capturable": capturable,
+        }
+        super().__init__(params, defaults)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("foreach", None)
+            group.setdefault("maximize", False)
+            group.setdefault("differentiable", False)
+            group.setdefault("capturable", False)
+            for p in group["params"]:
+                p_state = self.state.get(p, {})
+                for key in ("step", "eta", "mu"):
+                    if key in p_state:
+                        p_state[key] = float(p_state[key])
+
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        """Perform a single optimization step.
+
+        Args:
+            closure: a callable that re-evaluates the model and returns the loss.
+        """
+        loss = _eval_closure(closure)
+        for group in self.param_groups:
+            params, grads = _dense_params_and_grads(group, type(self).__name__)
+            states = [self.state[p] for p in params]
+            for p, state in zip(params, states, strict=True):
+                if len(state) == 0:
+                    state["step"] = 0.0
+                    state["eta"] = _float32(group["lr"])
+                    state["mu"] = 1.0
+                    state["ax"] = np.zeros_like(p.view(np.ndarray))
+                state["step"] += 1
+            etas = [s["eta"] for s in states]
+            mus = [s["mu"] for s in states]
+            asgd(
+                params,
+                grads,
+                [s["ax"] for s in states],
+                mus,
+                etas,
+                [s["step"] for s in states],
+                lambd=group["lambd"],
+                lr=group["lr"],
+                t0=group["t0"],
+                alpha=group["alpha"],
+                weight_decay=group["weight_decay"],
+                maximize=group["maximize"],
+                foreach=group["foreach"],
+            )
+            for state, eta, mu in zip(states, etas, mus, strict=True):
+                state["eta"], state["mu"] = eta, mu
+        return loss
+
+
+ASGD.__doc__ = rf"""Implements averaged stochastic gradient descent.
+
+    .. math::
+       \begin{{aligned}}
+            &\textbf{{input}}: \gamma \text{{ (lr)}}, \: \theta_0 \text{{ (params)}},
+                \: f(\theta) \text{{ (objective)}}, \: \lambda \text{{ (lambd)}},
+                \: \alpha \text{{ (alpha)}}, \: t_0 \text{{ (t0)}},
+                \: \delta \text{{ (weight decay)}}, \: \textit{{maximize}} \\
+            &\textbf{{initialize}}: \eta_0 \leftarrow \gamma, \: \mu_0 \leftarrow 1,
+                \: \bar{{\theta}}_0 \leftarrow 0 \text{{ (ax)}} \\
+            &\textbf{{for}} \: t=1 \: \textbf{{to}} \: \ldots \: \textbf{{do}} \\
+            &\quad g_t \leftarrow \nabla_{{\theta}} f_t (\theta_{{t-1}})
+                \quad (-\nabla_{{\theta}} f_t (\theta_{{t-1}}) \text{{ if maximize}}) \\
+            &\quad \textbf{{if}} \: \delta \neq 0: \: g_t \leftarrow g_t + \delta \theta_{{t-1}} \\
+            &\quad \theta_t \leftarrow (1 - \lambda \eta_{{t-1}}) \theta_{{t-1}}
+                - \eta_{{t-1}} g_t \\
+            &\quad \textbf{{if}} \: \mu_{{t-1}} \neq 1: \: \bar{{\theta}}_t \leftarrow
+                \bar{{\theta}}_{{t-1}} + \mu_{{t-1}} (\theta_t - \bar{{\theta}}_{{t-1}}) \\
+            &\quad \textbf{{else}}: \: \bar{{\theta}}_t \leftarrow \theta_t \\
+            &\quad \eta_t \leftarrow \gamma / (1 + \lambda \gamma t)^{{\alpha}} \\
+            &\quad \mu_t \leftarrow 1 / \max(1, t - t_0) \\
+            &\textbf{{return}} \: \theta_t, \: \bar{{\theta}}_t
+       \end{{aligned}}
+
+    From Polyak & Juditsky, "Acceleration of Stochastic Approximation by Averaging" (SIAM J.
+    Control Optim. 30(4), 1992); the step-size schedule is Bottou's ("Stochastic Gradient
+    Descent Tricks", 2012). The parameters follow plain SGD with a decaying step
+    :math:`\eta_t`; the average of the iterates since step :math:`t_0`,
+    :math:`\bar{{\theta}}_t`, is kept in the state as ``ax`` and is what one evaluates.
+    Complex parameters are updated as pairs of reals.
+
+    .. warning::
+        torch keeps :math:`\eta_t` and :math:`\mu_t` in float32 scalars whatever the
+        parameter's dtype. npoptim rounds them to float32 the same way (they are Python floats
+        holding float32 values), so that float64 results agree with torch to rounding; the
+        float32 rounding of :math:`\eta` changes float64 trajectories by about 1e-8 relative
+        otherwise.
+
+    Args:
+        {_params_doc}
+        lr (float, optional): learning rate (default: 1e-2)
+        lambd (float, optional): decay term (default: 1e-4)
+        alpha (float, optional): power for the eta update (default: 0.75)
+        t0 (float, optional): point at which to start averaging (default: 1e6)
+        weight_decay (float, optional): weight decay (L2 penalty) (default: 0)
+        {_foreach_doc}
+        {_maximize_doc}
+        {_differentiable_doc}
+        capturable (bool, optional): accepted for compatibility; has no effect (default: False)
+
+    State (``optimizer.state[p]``): ``step`` (a float), ``eta`` (:math:`\eta_t`, a float),
+    ``mu`` (:math:`\mu_t`, a float) and ``ax`` (:math:`\bar{{\theta}}_t`).
+
+    Example:
+        >>> import numpy as np
+        >>> from npoptim import Parameter, ASGD
+        >>> w = Parameter(np.array([1.0, -2.0]))
+        >>> opt = ASGD([w], lr=0.125, lambd=0.0)
+        >>> w.grad = 2 * w.view(np.ndarray)
+        >>> opt.step()
+        >>> w
+        Parameter([ 0.75, -1.5 ])
+        >>> opt.state[w]["ax"]
+        array([ 0.75, -1.5 ])
+    """
+
+
+def asgd(
+    params: list[Parameter],
+    grads: list[Array],
+    axs: list[Array],
+    mus: list[float],
+    etas: list[float],
+    state_steps: list[float],
+    *,
+    lambd: float,
+    lr: float,
+    t0: float,
+    alpha: float,
+    weight_decay: float,
+    maximize: bool,
+    foreach: bool | None = None,
+) -> None:
+    """Functional ASGD: updates ``params`` and their averages ``axs`` in place.
+
+    ``etas[i]`` and ``mus[i]`` are :math:`\\eta_{t-1}` and :math:`\\mu_{t-1}` of ``params[i]``
+    and ``state_steps[i]`` is the step number :math:`t` of this update; the new
+    :math:`\\eta_t` and :math:`\\mu_t` (rounded to float32, as torch stores them) are written
+    back into ``etas`` and ``mus``. See :class:`ASGD` for the math.
+    """
+    for i, param in enumerate(params):
+        t = state_steps[i]
+        arrays = (param, grads[i], axs[i])
+        for piece in chunks(*(as_real(a) for a in arrays)):
+            _asgd_piece(
+                *piece, eta=etas[i], mu=mus[i], lambd=lambd, weight_decay=weight_decay,
+                maximize=maximize,
+            )  # fmt: skip
+        etas[i] = _float32(lr / (1 + lambd * lr * t) ** alpha)  # η_t = γ / (1 + λγt)^α
+        mus[i] = _float32(1 / max(1, t - t0))  # μ_t = 1 / max(1, t - t0)
+
+
+def _asgd_piece(
+    p: Array,
+    g: Array,
+    ax: Array,
+    *,
+    eta: float,
+    mu: float,
+    lambd: float,
+    weight_decay: float,
+    maximize: bool,
+) -> None:
+    """One ASGD update of a piece of a parameter and its average ``ax``."""
+    g_t, tmp = temporaries(p, 2)
+    if maximize:
+        np.negative(g, out=g_t)
+        g = g_t
+    if weight_decay != 0:
+        np.multiply(p, weight_decay, out=tmp)
+        np.add(g, tmp, out=g_t)  # g ← g + δθ
+        g = g_t
+    p *= 1 - lambd * eta
+    np.multiply(g, eta, out=tmp)
+    p -= tmp  # θ_t = (1 - λη) θ_{t-1} - η g_t
+    if mu != 1:
+        np.subtract(p, ax, out=tmp)
+        tmp *= mu
+        ax += tmp  # θ̄_t = θ̄_{t-1} + μ (θ_t - θ̄_{t-1})
+    else:
+        np.copyto(ax, p)  # θ̄_t = θ_t

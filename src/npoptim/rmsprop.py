@@ -1,0 +1,268 @@
+r"""RMSprop, with the centered variant, momentum, weight decay and maximize."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ._kernel import Array, as_real, chunks, temporaries
+from .optimizer import (
+    Optimizer,
+    ParamsT,
+    _check_impl_flags,
+    _dense_params_and_grads,
+    _differentiable_doc,
+    _eval_closure,
+    _foreach_doc,
+    _maximize_doc,
+    _params_doc,
+)
+from .parameter import Parameter
+
+__all__ = ["RMSprop", "rmsprop"]
+
+
+class RMSprop(Optimizer):
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float = 1e-2,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        momentum: float = 0,
+        centered: bool = False,
+        capturable: bool = False,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        differentiable: bool = False,
+    ) -> None:
+        if not 0.0 <= lr:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if not 0.0 <= eps:
+            raise ValueError(f"Invalid epsilon value: {eps}")
+        if not 0.0 <= momentum:
+            raise ValueError(f"Invalid momentum value: {momentum}")
+        if not 0.0 <= weight_decay:
+            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        if not 0.0 <= alpha:
+            raise ValueError(f"Invalid alpha value: {alpha}")
+        _check_impl_flags(foreach, None, differentiable)
+        defaults = {
+            "lr": lr,
+            "momentum": momentum,
+            "alpha": alpha,
+            "eps": eps,
+            "centered": centered,
+            "weight_decay": weight_decay,
+            "capturable": capturable,
+            "foreach": foreach,
+            "maximize": maximize,
+            "differentiable": differentiable,
+        }
+        super().__init__(params, defaults)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("momentum", 0)
+            group.setdefault("centered", False)
+            group.setdefault("foreach", None)
+            group.setdefault("maximize", False)
+            group.setdefault("differentiable", False)
+            group.setdefault("capturable", False)
+            for p in group["params"]:
+                p_state = self.state.get(p, {})
+                if "step" in p_state:
+                    p_state["step"] = float(p_state["step"])
+
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        """Perform a single optimization step.
+
+        Args:
+            closure: a callable that re-evaluates the model and returns the loss.
+        """
+        loss = _eval_closure(closure)
+        for group in self.param_groups:
+            params, grads = _dense_params_and_grads(group, type(self).__name__)
+            states = [self.state[p] for p in params]
+            for p, state in zip(params, states, strict=True):
+                if len(state) == 0:
+                    state["step"] = 0.0
+                    state["square_avg"] = np.zeros_like(p.view(np.ndarray))
+                    if group["momentum"] > 0:
+                        state["momentum_buffer"] = np.zeros_like(p.view(np.ndarray))
+                    if group["centered"]:
+                        state["grad_avg"] = np.zeros_like(p.view(np.ndarray))
+                state["step"] += 1
+            rmsprop(
+                params,
+                grads,
+                [s["square_avg"] for s in states],
+                [s["grad_avg"] for s in states] if group["centered"] else [],
+                [s["momentum_buffer"] for s in states] if group["momentum"] > 0 else [],
+                [s["step"] for s in states],
+                lr=group["lr"],
+                alpha=group["alpha"],
+                eps=group["eps"],
+                weight_decay=group["weight_decay"],
+                momentum=group["momentum"],
+                centered=group["centered"],
+                maximize=group["maximize"],
+                foreach=group["foreach"],
+            )
+        return loss
+
+
+RMSprop.__doc__ = rf"""Implements the RMSprop algorithm.
+
+    .. math::
+       \begin{{aligned}}
+            &\textbf{{input}}: \alpha \text{{ (alpha)}}, \: \gamma \text{{ (lr)}},
+                \: \theta_0 \text{{ (params)}}, \: f(\theta) \text{{ (objective)}},
+                \: \lambda \text{{ (weight decay)}}, \: \mu \text{{ (momentum)}},
+                \: \textit{{centered}}, \: \epsilon \text{{ (eps)}}, \: \textit{{maximize}} \\
+            &\textbf{{initialize}}: v_0 \leftarrow 0 \text{{ (square average)}},
+                \: b_0 \leftarrow 0 \text{{ (buffer)}}, \: g^{{ave}}_0 \leftarrow 0 \\
+            &\textbf{{for}} \: t=1 \: \textbf{{to}} \: \ldots \: \textbf{{do}} \\
+            &\quad g_t \leftarrow \nabla_{{\theta}} f_t (\theta_{{t-1}})
+                \quad (-\nabla_{{\theta}} f_t (\theta_{{t-1}}) \text{{ if maximize}}) \\
+            &\quad \textbf{{if}} \: \lambda \neq 0: \:
+                g_t \leftarrow g_t + \lambda \theta_{{t-1}} \\
+            &\quad v_t \leftarrow \alpha v_{{t-1}} + (1 - \alpha) g_t^2 \\
+            &\quad \tilde{{v}}_t \leftarrow v_t \\
+            &\quad \textbf{{if}} \: \textit{{centered}}: \:
+                g^{{ave}}_t \leftarrow \alpha g^{{ave}}_{{t-1}} + (1 - \alpha) g_t, \:
+                \tilde{{v}}_t \leftarrow \tilde{{v}}_t - \big(g^{{ave}}_t\big)^2 \\
+            &\quad \textbf{{if}} \: \mu > 0: \:
+                b_t \leftarrow \mu b_{{t-1}} + g_t / \big(\sqrt{{\tilde{{v}}_t}} + \epsilon\big),
+                \: \theta_t \leftarrow \theta_{{t-1}} - \gamma b_t \\
+            &\quad \textbf{{else}}: \: \theta_t \leftarrow \theta_{{t-1}}
+                - \gamma g_t / \big(\sqrt{{\tilde{{v}}_t}} + \epsilon\big) \\
+            &\textbf{{return}} \: \theta_t
+       \end{{aligned}}
+
+    From Hinton's lecture notes "Neural Networks for Machine Learning", lecture 6e
+    (https://www.cs.toronto.edu/~tijmen/csc321/slides/lecture_slides_lec6.pdf); the centered
+    variant from Graves, "Generating Sequences With Recurrent Neural Networks" (2013,
+    https://arxiv.org/abs/1308.0850). As in torch, ``eps`` is added after the square root
+    (TensorFlow adds it inside), and complex parameters are updated as pairs of reals.
+
+    Args:
+        {_params_doc}
+        lr (float, optional): learning rate (default: 1e-2)
+        alpha (float, optional): smoothing constant (default: 0.99)
+        eps (float, optional): term added to the denominator to improve numerical stability
+            (default: 1e-8)
+        weight_decay (float, optional): weight decay (L2 penalty) (default: 0)
+        momentum (float, optional): momentum factor (default: 0)
+        centered (bool, optional): if ``True``, compute the centered RMSprop: the gradient is
+            normalized by an estimate of its variance (default: False)
+        capturable (bool, optional): accepted for compatibility; has no effect (default: False)
+        {_foreach_doc}
+        {_maximize_doc}
+        {_differentiable_doc}
+
+    State (``optimizer.state[p]``): ``step`` (a float), ``square_avg`` (:math:`v_t`), with
+    momentum ``momentum_buffer`` (:math:`b_t`) and, when centered, ``grad_avg``
+    (:math:`g^{{ave}}_t`).
+
+    Example:
+        >>> import numpy as np
+        >>> from npoptim import Parameter, RMSprop
+        >>> w = Parameter(np.array([1.0, -2.0]))
+        >>> opt = RMSprop([w], lr=0.01, alpha=0.75, eps=0.0)
+        >>> w.grad = 2 * w.view(np.ndarray)
+        >>> opt.step()
+        >>> w
+        Parameter([ 0.98, -1.98])
+    """
+
+
+def rmsprop(
+    params: list[Parameter],
+    grads: list[Array],
+    square_avgs: list[Array],
+    grad_avgs: list[Array],
+    momentum_buffer_list: list[Array],
+    state_steps: list[float],
+    *,
+    lr: float,
+    alpha: float,
+    eps: float,
+    weight_decay: float,
+    momentum: float,
+    centered: bool,
+    maximize: bool,
+    foreach: bool | None = None,
+) -> None:
+    """Functional RMSprop: updates ``params`` and their state arrays in place.
+
+    ``grad_avgs`` is used only when ``centered``, ``momentum_buffer_list`` only when
+    ``momentum > 0`` (pass empty lists otherwise). ``state_steps`` is accepted for torch's
+    signature; RMSprop does not depend on the step number. See :class:`RMSprop` for the math.
+    """
+    for i, param in enumerate(params):
+        arrays = [param, grads[i], square_avgs[i]]
+        if centered:
+            arrays.append(grad_avgs[i])
+        if momentum > 0:
+            arrays.append(momentum_buffer_list[i])
+        for piece in chunks(*(as_real(a) for a in arrays)):
+            p, g, v, *rest = piece
+            g_ave = rest.pop(0) if centered else None
+            b = rest.pop(0) if momentum > 0 else None
+            _rmsprop_piece(
+                p, g, v, g_ave, b, lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
+                momentum=momentum, maximize=maximize,
+            )  # fmt: skip
+
+
+def _rmsprop_piece(
+    p: Array,
+    g: Array,
+    v: Array,
+    g_ave: Array | None,
+    b: Array | None,
+    *,
+    lr: float,
+    alpha: float,
+    eps: float,
+    weight_decay: float,
+    momentum: float,
+    maximize: bool,
+) -> None:
+    """One RMSprop update of a piece of a parameter, its square average ``v``, gradient
+    average ``g_ave`` (centered) and momentum buffer ``b``."""
+    g_t, tmp = temporaries(p, 2)
+    if maximize:
+        np.negative(g, out=g_t)
+        g = g_t
+    if weight_decay != 0:
+        np.multiply(p, weight_decay, out=tmp)
+        np.add(g, tmp, out=g_t)  # g ← g + λθ
+        g = g_t
+    v *= alpha
+    np.multiply(g, g, out=tmp)
+    tmp *= 1 - alpha
+    v += tmp  # v_t = α v_{t-1} + (1 - α) g_t²
+    if g_ave is not None:
+        np.subtract(g, g_ave, out=tmp)
+        tmp *= 1 - alpha
+        g_ave += tmp  # g^ave_t = α g^ave_{t-1} + (1 - α) g_t
+        np.multiply(g_ave, g_ave, out=tmp)
+        np.subtract(v, tmp, out=tmp)  # ṽ_t = v_t - (g^ave_t)²
+        np.sqrt(tmp, out=tmp)
+    else:
+        np.sqrt(v, out=tmp)
+    tmp += eps
+    np.divide(g, tmp, out=tmp)  # g_t / (sqrt(ṽ_t) + ε)
+    if b is not None:
+        b *= momentum
+        b += tmp  # b_t = μ b_{t-1} + g_t / (sqrt(ṽ_t) + ε)
+        np.multiply(b, lr, out=tmp)
+    else:
+        tmp *= lr
+    p -= tmp  # θ_t = θ_{t-1} - γ (b_t or g_t / (sqrt(ṽ_t) + ε))
