@@ -6,11 +6,14 @@ defaults, state and state_dict format, over NumPy arrays that carry a ``.grad`` 
 
 from . import functional
 from .adadelta import Adadelta
+from .adafactor import Adafactor
 from .adagrad import Adagrad
 from .adam import Adam
 from .adamax import Adamax
 from .adamw import AdamW
 from .asgd import ASGD
+from .muon import Muon
+from .nadam import NAdam
 from .optimizer import (
     Optimizer,
     RemovableHandle,
@@ -19,7 +22,9 @@ from .optimizer import (
     required,
 )
 from .parameter import Parameter, SparseGrad
+from .radam import RAdam
 from .rmsprop import RMSprop
+from .rprop import Rprop
 from .sgd import SGD
 
 __version__ = "0.1.0"
@@ -28,14 +33,19 @@ __all__ = [
     "ASGD",
     "SGD",
     "Adadelta",
+    "Adafactor",
     "Adagrad",
     "Adam",
     "AdamW",
     "Adamax",
+    "Muon",
+    "NAdam",
     "Optimizer",
     "Parameter",
+    "RAdam",
     "RMSprop",
     "RemovableHandle",
+    "Rprop",
     "SparseGrad",
     "functional",
     "register_optimizer_step_post_hook",

@@ -5,21 +5,31 @@ hyperparameters, and updates the arrays in place.
 """
 
 from .adadelta import adadelta
+from .adafactor import adafactor
 from .adagrad import adagrad
 from .adam import adam
 from .adamax import adamax
 from .adamw import adamw
 from .asgd import asgd
+from .muon import muon
+from .nadam import nadam
+from .radam import radam
 from .rmsprop import rmsprop
+from .rprop import rprop
 from .sgd import sgd
 
 __all__ = [
     "adadelta",
+    "adafactor",
     "adagrad",
     "adam",
     "adamax",
     "adamw",
     "asgd",
+    "muon",
+    "nadam",
+    "radam",
     "rmsprop",
+    "rprop",
     "sgd",
 ]

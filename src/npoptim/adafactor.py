@@ -1,0 +1,270 @@
+r"""Adafactor: adaptive steps from a factored (row times column) second moment."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ._kernel import Array
+from .optimizer import (
+    Optimizer,
+    ParamsT,
+    _check_impl_flags,
+    _dense_params_and_grads,
+    _eval_closure,
+    _maximize_doc,
+    _params_doc,
+)
+from .parameter import Parameter
+
+__all__ = ["Adafactor", "adafactor"]
+
+
+def _real_dense_params_and_grads(
+    group: dict[str, Any], optimizer_name: str
+) -> tuple[list[Parameter], list[Array]]:
+    """The parameters of ``group`` that have a grad, and their grads; complex parameters
+    and sparse grads are refused with torch's messages, in torch's order."""
+    params: list[Parameter] = []
+    grads: list[Array] = []
+    for p in group["params"]:
+        if p.grad is not None and np.iscomplexobj(p):
+            raise RuntimeError(f"{optimizer_name} does not support complex parameters")
+        ps, gs = _dense_params_and_grads({"params": [p]}, optimizer_name)
+        params += ps
+        grads += gs
+    return params, grads
+
+
+class Adafactor(Optimizer):
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float = 1e-2,
+        beta2_decay: float = -0.8,
+        eps: tuple[float | None, float] = (None, 1e-3),
+        d: float = 1.0,
+        weight_decay: float = 0.0,
+        *,
+        foreach: bool | None = None,
+        maximize: bool = False,
+    ) -> None:
+        if not 0.0 <= lr:
+            raise ValueError(f"Learning rate should be >= 0 but is: {lr}")
+        if not 0.0 >= beta2_decay:
+            raise ValueError(f"beta2_decay should be <= 0 but is: {beta2_decay}")
+        if eps[0] is not None and not 0.0 <= eps[0]:
+            raise ValueError(f"epsilon1 should be >= 0 but is: {eps[0]}")
+        if not 0.0 <= eps[1]:
+            raise ValueError(f"epsilon2 should be >= 0 but is: {eps[1]}")
+        if not 1.0 <= d:
+            raise ValueError(f"Clipping threshold d should be >= 1 but is: {d}")
+        if not 0.0 <= weight_decay:
+            raise ValueError(f"weight_decay should be >= 0 but is: {weight_decay}")
+        _check_impl_flags(foreach, None, False)
+        defaults = {
+            "lr": lr,
+            "beta2_decay": beta2_decay,
+            "eps": eps,
+            "d": d,
+            "weight_decay": weight_decay,
+            "foreach": foreach,
+            "maximize": maximize,
+        }
+        super().__init__(params, defaults)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("foreach", None)
+            group.setdefault("maximize", False)
+            for p in group["params"]:
+                p_state = self.state.get(p, {})
+                if "step" in p_state:
+                    p_state["step"] = float(p_state["step"])
+
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        """Perform a single optimization step.
+
+        Args:
+            closure: a callable that re-evaluates the model and returns the loss.
+        """
+        loss = _eval_closure(closure)
+        for group in self.param_groups:
+            params, grads = _real_dense_params_and_grads(group, "Adafactor")
+            states = [self.state[p] for p in params]
+            for p, state in zip(params, states, strict=True):
+                if len(state) == 0:
+                    state["step"] = 0.0
+                    if p.ndim > 1:  # factored over the last two axes
+                        state["row_var"] = np.zeros((*p.shape[:-1], 1), dtype=p.dtype)
+                        state["col_var"] = np.zeros((*p.shape[:-2], 1, p.shape[-1]), p.dtype)
+                    else:
+                        state["variance"] = np.zeros_like(p.view(np.ndarray))
+                state["step"] += 1
+            eps1, eps2 = group["eps"]
+            adafactor(
+                params,
+                grads,
+                [s.get("row_var") for s in states],
+                [s.get("col_var") for s in states],
+                [s.get("variance") for s in states],
+                [s["step"] for s in states],
+                d=group["d"],
+                lr=group["lr"],
+                beta2_decay=group["beta2_decay"],
+                weight_decay=group["weight_decay"],
+                eps1=eps1,
+                eps2=eps2,
+                maximize=group["maximize"],
+                foreach=group["foreach"],
+            )
+        return loss
+
+
+Adafactor.__doc__ = rf"""Implements the Adafactor algorithm.
+
+    .. math::
+       \begin{{aligned}}
+            &\textbf{{input}}: \gamma \text{{ (lr)}}, \: \tau \text{{ (beta2\_decay)}},
+                \: \theta_0 \text{{ (params)}}, \: f(\theta) \text{{ (objective)}},
+                \: \epsilon_1, \epsilon_2 \text{{ (eps)}}, \: d \text{{ (clipping threshold)}},
+                \: \lambda \text{{ (weight decay)}}, \: \textit{{maximize}} \\
+            &\textbf{{initialize}}: R_0 \leftarrow 0 \text{{ (row factor)}},
+                \: C_0 \leftarrow 0 \text{{ (column factor)}},
+                \: \widehat{{V}}_0 \leftarrow 0 \text{{ (second moment of vectors)}} \\
+            &\textbf{{for}} \: t=1 \: \textbf{{to}} \: \ldots \: \textbf{{do}} \\
+            &\quad G_t \leftarrow \nabla_{{\theta}} f_t (\theta_{{t-1}})
+                \quad (-\nabla_{{\theta}} f_t (\theta_{{t-1}}) \text{{ if maximize}}) \\
+            &\quad \widehat{{\beta}}_{{2_t}} \leftarrow 1 - t^{{\tau}}, \quad
+                \rho_t \leftarrow \min(\gamma, 1/\sqrt{{t}}), \quad
+                \alpha_t \leftarrow \max(\epsilon_2, \mathrm{{RMS}}(\theta_{{t-1}})) \rho_t \\
+            &\quad \theta_{{t-1}} \leftarrow \theta_{{t-1}} - \gamma \lambda \theta_{{t-1}} \\
+            &\quad \textbf{{if}} \: \dim(G_t) > 1: \\
+            &\qquad R_t \leftarrow \widehat{{\beta}}_{{2_t}} R_{{t-1}}
+                + (1 - \widehat{{\beta}}_{{2_t}}) \mathrm{{mean}}_{{cols}}(G_t \odot G_t) \\
+            &\qquad C_t \leftarrow \widehat{{\beta}}_{{2_t}} C_{{t-1}}
+                + (1 - \widehat{{\beta}}_{{2_t}}) \mathrm{{mean}}_{{rows}}(G_t \odot G_t) \\
+            &\qquad \widehat{{V}}_t \leftarrow R_t C_t / \max(\mathrm{{mean}}(R_t), \epsilon_1) \\
+            &\quad \textbf{{else}}: \: \widehat{{V}}_t \leftarrow \widehat{{\beta}}_{{2_t}}
+                \widehat{{V}}_{{t-1}} + (1 - \widehat{{\beta}}_{{2_t}}) G_t \odot G_t \\
+            &\quad U_t \leftarrow G_t / \max(\sqrt{{\widehat{{V}}_t}}, \epsilon_1) \\
+            &\quad \widehat{{U}}_t \leftarrow U_t / \max(1, \mathrm{{RMS}}(U_t) / d) \\
+            &\quad \theta_t \leftarrow \theta_{{t-1}} - \alpha_t \widehat{{U}}_t \\
+            &\textbf{{return}} \: \theta_t
+       \end{{aligned}}
+
+    From Shazeer & Stern, "Adafactor: Adaptive Learning Rates with Sublinear Memory Cost"
+    (ICML 2018, https://arxiv.org/abs/1804.04235), in torch's variant: ``lr`` caps the relative
+    step size :math:`\rho_t` (the paper uses 0.01) and scales a decoupled weight decay;
+    :math:`\epsilon_1` guards the variance estimate and the update rather than being added to
+    the squared gradient; the factors hold means rather than sums. A parameter with two or
+    more dimensions keeps factors over its last two axes (the others are batch axes); vectors
+    and scalars keep a full second moment. Complex parameters are refused, as in torch.
+
+    Args:
+        {_params_doc}
+        lr (float, optional): the maximum relative step size :math:`\rho_t`, also the
+            coefficient of the decoupled weight decay (default: 1e-2)
+        beta2_decay (float, optional): the decay rate :math:`\tau` of
+            :math:`\widehat{{\beta}}_{{2_t}}`, the coefficient of the running average of the
+            squared gradient (default: -0.8)
+        eps (Tuple[float | None, float], optional): :math:`\epsilon_1`, the floor of the
+            variance estimate's square root (None: the machine epsilon of the parameter's
+            dtype), and :math:`\epsilon_2`, the floor of the parameter RMS that scales the
+            step (default: (None, 1e-3))
+        d (float, optional): the clipping threshold :math:`d` of the update's RMS
+            (default: 1.0)
+        weight_decay (float, optional): weight decay coefficient (default: 0.0)
+        foreach (bool, optional): whether the multi-tensor implementation is used; npoptim
+            computes the same values either way (default: None)
+        {_maximize_doc}
+
+    State (``optimizer.state[p]``): ``step`` (a float) and, for parameters with two or more
+    dimensions, ``row_var`` (:math:`R_t`, shape ``(..., m, 1)``) and ``col_var``
+    (:math:`C_t`, shape ``(..., 1, n)``); for vectors and scalars, ``variance``
+    (:math:`\widehat{{V}}_t`).
+
+    Example:
+        >>> import numpy as np
+        >>> from npoptim import Parameter, Adafactor
+        >>> w = Parameter(np.array([[1.0, -2.0], [2.0, 1.0]]))
+        >>> opt = Adafactor([w], lr=0.1)
+        >>> w.grad = 2 * w.view(np.ndarray)
+        >>> opt.step()
+        >>> w.round(4)
+        array([[ 0.9, -1.8],
+               [ 1.8,  0.9]])
+    """
+
+
+def adafactor(
+    params: list[Parameter],
+    grads: list[Array],
+    row_vars: list[Array | None],
+    col_vars: list[Array | None],
+    variances: list[Array | None],
+    state_steps: list[float],
+    *,
+    d: float,
+    lr: float,
+    beta2_decay: float,
+    weight_decay: float,
+    eps1: float | None,
+    eps2: float,
+    maximize: bool,
+    foreach: bool | None = None,
+) -> None:
+    """Functional Adafactor: updates ``params`` and the second-moment arrays in place.
+
+    Parameters with two or more dimensions use ``row_vars[i]`` and ``col_vars[i]`` (and
+    ``variances[i]`` is None), the others ``variances[i]``. ``state_steps[i]`` is the step
+    number :math:`t` of this update. See :class:`Adafactor` for the math.
+    """
+    for i, param in enumerate(params):
+        grad = grads[i]
+        if eps1 is None:
+            # as torch does, the first parameter's dtype fixes eps1 for the rest of the group
+            eps1 = float(np.finfo(param.dtype).eps)
+        t = state_steps[i]
+        weight = t**beta2_decay  # 1 - β̂2_t, the weight of the new squared gradient
+        rho = min(lr, 1 / t**0.5)
+        alpha = max(eps2, float(np.linalg.norm(param.reshape(-1))) / param.size**0.5) * rho
+        if weight_decay != 0:
+            param *= 1 - lr * weight_decay  # decoupled weight decay
+        if grad.ndim > 1:
+            row_var, col_var = row_vars[i], col_vars[i]
+            assert row_var is not None and col_var is not None
+            n_rows, n_cols = grad.shape[-2:]
+            # mean of G⊙G along each row / column, without a parameter-sized G⊙G
+            row_mean = np.einsum("...ij,...ij->...i", grad, grad)[..., None] / n_cols
+            col_mean = np.einsum("...ij,...ij->...j", grad, grad)[..., None, :] / n_rows
+            _lerp(row_var, row_mean, weight)  # R_t
+            _lerp(col_var, col_mean, weight)  # C_t
+            update = np.matmul(row_var, col_var)
+            update /= np.maximum(row_var.mean(axis=-2, keepdims=True), eps1)  # V̂_t
+        else:
+            variance = variances[i]
+            assert variance is not None
+            _lerp(variance, grad * grad, weight)  # V̂_t
+            update = variance.copy()
+        np.maximum(update, eps1 * eps1, out=update)
+        np.sqrt(update, out=update)
+        np.divide(grad, update, out=update)  # U_t = G_t / max(sqrt(V̂_t), ε1)
+        clip = max(1.0, float(np.linalg.norm(update.reshape(-1))) / (update.size**0.5 * d))
+        update *= alpha / clip
+        if maximize:
+            param += update  # G_t = -grad; the factors only see G_t², which is the same
+        else:
+            param -= update  # θ_t = θ_{t-1} - α_t Û_t
+
+
+def _lerp(start: Array, end: Array, weight: float) -> None:
+    """``start += weight * (end - start)`` in place, in torch's two-sided form (exact at
+    weight 1, which Adafactor's first step uses)."""
+    if weight < 0.5:
+        start += weight * (end - start)
+    else:
+        np.subtract(end, (end - start) * (1 - weight), out=start)

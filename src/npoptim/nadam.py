@@ -1,0 +1,284 @@
+r"""NAdam: Adam with Nesterov momentum, with L2 or decoupled weight decay."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ._kernel import Array, as_real, chunks, temporaries
+from .optimizer import (
+    Optimizer,
+    ParamsT,
+    _check_impl_flags,
+    _dense_params_and_grads,
+    _differentiable_doc,
+    _eval_closure,
+    _foreach_doc,
+    _maximize_doc,
+    _params_doc,
+)
+from .parameter import Parameter
+
+__all__ = ["NAdam", "nadam"]
+
+
+class NAdam(Optimizer):
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float = 2e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        momentum_decay: float = 4e-3,
+        decoupled_weight_decay: bool = False,
+        *,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        capturable: bool = False,
+        differentiable: bool = False,
+    ) -> None:
+        if not 0.0 <= lr:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if not 0.0 <= eps:
+            raise ValueError(f"Invalid epsilon value: {eps}")
+        if not 0.0 <= betas[0] < 1.0:
+            raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
+        if not 0.0 <= betas[1] < 1.0:
+            raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
+        if not 0.0 <= weight_decay:
+            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        if not 0.0 <= momentum_decay:
+            raise ValueError(f"Invalid momentum_decay value: {momentum_decay}")
+        _check_impl_flags(foreach, None, differentiable)
+        defaults = {
+            "lr": lr,
+            "betas": betas,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "momentum_decay": momentum_decay,
+            "decoupled_weight_decay": decoupled_weight_decay,
+            "maximize": maximize,
+            "foreach": foreach,
+            "capturable": capturable,
+            "differentiable": differentiable,
+        }
+        super().__init__(params, defaults)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("maximize", False)
+            group.setdefault("foreach", None)
+            group.setdefault("capturable", False)
+            group.setdefault("differentiable", False)
+            group.setdefault("decoupled_weight_decay", False)
+            for p in group["params"]:
+                p_state = self.state.get(p, {})
+                if "step" in p_state:
+                    p_state["step"] = float(p_state["step"])
+                if "mu_product" in p_state:  # held at float32 precision, as torch does
+                    p_state["mu_product"] = float(np.float32(p_state["mu_product"]))
+
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        """Perform a single optimization step.
+
+        Args:
+            closure: a callable that re-evaluates the model and returns the loss.
+        """
+        loss = _eval_closure(closure)
+        for group in self.param_groups:
+            params, grads = _dense_params_and_grads(group, "NAdam")
+            states = [self.state[p] for p in params]
+            for p, state in zip(params, states, strict=True):
+                if len(state) == 0:
+                    state["step"] = 0.0
+                    state["mu_product"] = 1.0
+                    state["exp_avg"] = np.zeros_like(p.view(np.ndarray))
+                    state["exp_avg_sq"] = np.zeros_like(p.view(np.ndarray))
+                state["step"] += 1
+            mu_products = [s["mu_product"] for s in states]
+            beta1, beta2 = group["betas"]
+            nadam(
+                params,
+                grads,
+                [s["exp_avg"] for s in states],
+                [s["exp_avg_sq"] for s in states],
+                mu_products,
+                [s["step"] for s in states],
+                beta1=beta1,
+                beta2=beta2,
+                lr=group["lr"],
+                weight_decay=group["weight_decay"],
+                momentum_decay=group["momentum_decay"],
+                eps=group["eps"],
+                maximize=group["maximize"],
+                decoupled_weight_decay=group["decoupled_weight_decay"],
+                foreach=group["foreach"],
+            )
+            for state, mu_product in zip(states, mu_products, strict=True):
+                state["mu_product"] = mu_product
+        return loss
+
+
+NAdam.__doc__ = rf"""Implements the NAdam algorithm.
+
+    .. math::
+       \begin{{aligned}}
+            &\textbf{{input}}: \gamma \text{{ (lr)}}, \: \beta_1, \beta_2 \text{{ (betas)}},
+                \: \theta_0 \text{{ (params)}}, \: f(\theta) \text{{ (objective)}},
+                \: \lambda \text{{ (weight decay)}}, \: \psi \text{{ (momentum decay)}},
+                \: \epsilon \text{{ (eps)}}, \: \textit{{decoupled}}, \: \textit{{maximize}} \\
+            &\textbf{{initialize}}: m_0 \leftarrow 0, \: v_0 \leftarrow 0,
+                \: \Pi_0 \leftarrow 1 \\
+            &\textbf{{for}} \: t=1 \: \textbf{{to}} \: \ldots \: \textbf{{do}} \\
+            &\quad g_t \leftarrow \nabla_{{\theta}} f_t (\theta_{{t-1}})
+                \quad (-\nabla_{{\theta}} f_t (\theta_{{t-1}}) \text{{ if maximize}}) \\
+            &\quad \textbf{{if}} \: \lambda \neq 0: \\
+            &\qquad \textbf{{if decoupled}}: \: \theta_{{t-1}} \leftarrow
+                \theta_{{t-1}} - \gamma \lambda \theta_{{t-1}} \\
+            &\qquad \textbf{{else}}: \: g_t \leftarrow g_t + \lambda \theta_{{t-1}} \\
+            &\quad \mu_t \leftarrow \beta_1 \big(1 - \tfrac{{1}}{{2}} 0.96^{{t \psi}}\big), \:
+                \mu_{{t+1}} \leftarrow \beta_1 \big(1 - \tfrac{{1}}{{2}} 0.96^{{(t+1) \psi}}\big) \\
+            &\quad \Pi_t \leftarrow \Pi_{{t-1}} \mu_t \quad (= \textstyle\prod_{{i=1}}^t \mu_i) \\
+            &\quad m_t \leftarrow \beta_1 m_{{t-1}} + (1 - \beta_1) g_t \\
+            &\quad v_t \leftarrow \beta_2 v_{{t-1}} + (1 - \beta_2) g_t^2 \\
+            &\quad \widehat{{m_t}} \leftarrow \mu_{{t+1}} m_t / (1 - \Pi_t \mu_{{t+1}})
+                + (1 - \mu_t) g_t / (1 - \Pi_t) \\
+            &\quad \widehat{{v_t}} \leftarrow v_t / (1 - \beta_2^t) \\
+            &\quad \theta_t \leftarrow \theta_{{t-1}} - \gamma \widehat{{m_t}} /
+                \big(\sqrt{{\widehat{{v_t}}}} + \epsilon \big) \\
+            &\textbf{{return}} \: \theta_t
+       \end{{aligned}}
+
+    From Dozat, "Incorporating Nesterov Momentum into Adam" (ICLR 2016 workshop,
+    https://openreview.net/forum?id=OM0jvwB8jIp57ZJjtNEZ); the decoupled variant (NAdamW)
+    follows Loshchilov & Hutter, "Decoupled Weight Decay Regularization" (ICLR 2019).
+
+    .. warning::
+        As torch does, the product :math:`\Pi_t` (state ``mu_product``) is kept at float32
+        precision: each step multiplies the float32 value by :math:`\mu_t` rounded to float32
+        and rounds the product to float32. Computing it in float64 instead would move float64
+        trajectories by about 1e-10 relative within 20 steps; keeping torch's rounding makes
+        them agree with torch to the last bits.
+
+    Args:
+        {_params_doc}
+        lr (float, optional): learning rate (default: 2e-3)
+        betas (Tuple[float, float], optional): coefficients used for computing running
+            averages of gradient and its square (default: (0.9, 0.999))
+        eps (float, optional): term added to the denominator to improve numerical stability
+            (default: 1e-8)
+        weight_decay (float, optional): weight decay (L2 penalty) (default: 0)
+        momentum_decay (float, optional): momentum decay :math:`\psi` (default: 4e-3)
+        decoupled_weight_decay (bool, optional): whether to decouple the weight decay as in
+            AdamW to obtain NAdamW. If True, the algorithm does not accumulate weight decay
+            in the momentum nor variance. (default: False)
+        {_foreach_doc}
+        {_maximize_doc}
+        capturable (bool, optional): accepted for compatibility; has no effect (default: False)
+        {_differentiable_doc}
+
+    State (``optimizer.state[p]``): ``step`` (a float), ``mu_product`` (:math:`\Pi_t`, a float
+    holding a float32 value), ``exp_avg`` (:math:`m_t`) and ``exp_avg_sq`` (:math:`v_t`).
+
+    Example:
+        >>> import numpy as np
+        >>> from npoptim import Parameter, NAdam
+        >>> w = Parameter(np.array([1.0, -2.0]))
+        >>> opt = NAdam([w], lr=0.1)
+        >>> w.grad = 2 * w.view(np.ndarray)
+        >>> opt.step()
+        >>> w.round(4)
+        array([ 0.8944, -1.8944])
+    """
+
+
+def nadam(
+    params: list[Parameter],
+    grads: list[Array],
+    exp_avgs: list[Array],
+    exp_avg_sqs: list[Array],
+    mu_products: list[float],
+    state_steps: list[float],
+    *,
+    beta1: float,
+    beta2: float,
+    lr: float,
+    weight_decay: float,
+    momentum_decay: float,
+    eps: float,
+    maximize: bool = False,
+    decoupled_weight_decay: bool = False,
+    foreach: bool | None = None,
+) -> None:
+    r"""Functional NAdam: updates ``params`` and the moment arrays in place.
+
+    ``state_steps[i]`` is the step number :math:`t` of this update for ``params[i]``;
+    ``mu_products[i]`` is :math:`\Pi_{t-1}` on entry and is replaced by :math:`\Pi_t`
+    (rounded to float32, as torch stores it). See :class:`NAdam` for the math.
+    """
+    for i, param in enumerate(params):
+        t = state_steps[i]
+        mu = beta1 * (1.0 - 0.5 * 0.96 ** (t * momentum_decay))
+        mu_next = beta1 * (1.0 - 0.5 * 0.96 ** ((t + 1) * momentum_decay))
+        mu_product = float(np.float32(mu_products[i]) * np.float32(mu))  # torch's float32 Π_t
+        mu_products[i] = mu_product
+        arrays = (param, grads[i], exp_avgs[i], exp_avg_sqs[i])
+        for piece in chunks(*(as_real(a) for a in arrays)):
+            _nadam_piece(
+                *piece, beta1=beta1, beta2=beta2, lr=lr, weight_decay=weight_decay, eps=eps,
+                maximize=maximize, decoupled_weight_decay=decoupled_weight_decay,
+                bias_correction2=1 - beta2**t,
+                grad_step=lr * (1.0 - mu) / (1.0 - mu_product),
+                momentum_step=lr * mu_next / (1.0 - mu_product * mu_next),
+            )  # fmt: skip
+
+
+def _nadam_piece(
+    p: Array,
+    g: Array,
+    m: Array,
+    v: Array,
+    *,
+    beta1: float,
+    beta2: float,
+    lr: float,
+    weight_decay: float,
+    eps: float,
+    maximize: bool,
+    decoupled_weight_decay: bool,
+    bias_correction2: float,
+    grad_step: float,
+    momentum_step: float,
+) -> None:
+    """One NAdam update of a piece of a parameter and its moments."""
+    g_t, denom, tmp = temporaries(p, 3)
+    if maximize:
+        np.negative(g, out=g_t)
+        g = g_t
+    if weight_decay != 0:
+        if decoupled_weight_decay:
+            p *= 1 - lr * weight_decay  # θ ← θ(1 - γλ)
+        else:
+            np.multiply(p, weight_decay, out=tmp)
+            np.add(g, tmp, out=g_t)  # g ← g + λθ
+            g = g_t
+    np.subtract(g, m, out=tmp)
+    tmp *= 1 - beta1
+    m += tmp  # m_t = β1 m_{t-1} + (1 - β1) g_t
+    v *= beta2
+    np.multiply(g, g, out=tmp)
+    tmp *= 1 - beta2
+    v += tmp  # v_t = β2 v_{t-1} + (1 - β2) g_t²
+    np.divide(v, bias_correction2, out=denom)
+    np.sqrt(denom, out=denom)
+    denom += eps  # sqrt(v̂_t) + ε
+    np.divide(g, denom, out=tmp)
+    tmp *= grad_step
+    p -= tmp  # the gradient's share: γ(1 - μ_t) g_t / (1 - Π_t)
+    np.divide(m, denom, out=tmp)
+    tmp *= momentum_step
+    p -= tmp  # the momentum's share: γ μ_{t+1} m_t / (1 - Π_t μ_{t+1})

@@ -1,0 +1,271 @@
+r"""RAdam: Adam with a rectified adaptive learning rate, with L2 or decoupled weight decay."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ._kernel import Array, as_real, chunks, temporaries
+from .optimizer import (
+    Optimizer,
+    ParamsT,
+    _check_impl_flags,
+    _dense_params_and_grads,
+    _differentiable_doc,
+    _eval_closure,
+    _foreach_doc,
+    _maximize_doc,
+    _params_doc,
+)
+from .parameter import Parameter
+
+__all__ = ["RAdam", "radam"]
+
+
+class RAdam(Optimizer):
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        decoupled_weight_decay: bool = False,
+        *,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        capturable: bool = False,
+        differentiable: bool = False,
+    ) -> None:
+        if not 0.0 <= lr:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if not 0.0 <= eps:
+            raise ValueError(f"Invalid epsilon value: {eps}")
+        if not 0.0 <= betas[0] < 1.0:
+            raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
+        if not 0.0 <= betas[1] < 1.0:
+            raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
+        if not 0.0 <= weight_decay:
+            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        _check_impl_flags(foreach, None, differentiable)
+        defaults = {
+            "lr": lr,
+            "betas": betas,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "maximize": maximize,
+            "foreach": foreach,
+            "capturable": capturable,
+            "decoupled_weight_decay": decoupled_weight_decay,
+            "differentiable": differentiable,
+        }
+        super().__init__(params, defaults)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("foreach", None)
+            group.setdefault("maximize", False)
+            group.setdefault("differentiable", False)
+            group.setdefault("decoupled_weight_decay", False)
+            group.setdefault("capturable", False)
+            for p in group["params"]:
+                p_state = self.state.get(p, {})
+                if "step" in p_state:
+                    p_state["step"] = float(p_state["step"])
+
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        """Perform a single optimization step.
+
+        Args:
+            closure: a callable that re-evaluates the model and returns the loss.
+        """
+        loss = _eval_closure(closure)
+        for group in self.param_groups:
+            params, grads = _dense_params_and_grads(group, "RAdam")
+            states = [self.state[p] for p in params]
+            for p, state in zip(params, states, strict=True):
+                if len(state) == 0:
+                    state["step"] = 0.0
+                    state["exp_avg"] = np.zeros_like(p.view(np.ndarray))
+                    state["exp_avg_sq"] = np.zeros_like(p.view(np.ndarray))
+                state["step"] += 1
+            beta1, beta2 = group["betas"]
+            radam(
+                params,
+                grads,
+                [s["exp_avg"] for s in states],
+                [s["exp_avg_sq"] for s in states],
+                [s["step"] for s in states],
+                beta1=beta1,
+                beta2=beta2,
+                lr=group["lr"],
+                weight_decay=group["weight_decay"],
+                eps=group["eps"],
+                maximize=group["maximize"],
+                decoupled_weight_decay=group["decoupled_weight_decay"],
+                foreach=group["foreach"],
+            )
+        return loss
+
+
+RAdam.__doc__ = rf"""Implements the RAdam algorithm.
+
+    .. math::
+       \begin{{aligned}}
+            &\textbf{{input}}: \gamma \text{{ (lr)}}, \: \beta_1, \beta_2 \text{{ (betas)}},
+                \: \theta_0 \text{{ (params)}}, \: f(\theta) \text{{ (objective)}},
+                \: \lambda \text{{ (weight decay)}}, \: \epsilon \text{{ (eps)}},
+                \: \textit{{decoupled}}, \: \textit{{maximize}} \\
+            &\textbf{{initialize}}: m_0 \leftarrow 0, \: v_0 \leftarrow 0,
+                \: \rho_{{\infty}} \leftarrow 2/(1-\beta_2) - 1 \\
+            &\textbf{{for}} \: t=1 \: \textbf{{to}} \: \ldots \: \textbf{{do}} \\
+            &\quad g_t \leftarrow \nabla_{{\theta}} f_t (\theta_{{t-1}})
+                \quad (-\nabla_{{\theta}} f_t (\theta_{{t-1}}) \text{{ if maximize}}) \\
+            &\quad \textbf{{if}} \: \lambda \neq 0: \\
+            &\qquad \textbf{{if decoupled}}: \: \theta_{{t-1}} \leftarrow
+                \theta_{{t-1}} - \gamma \lambda \theta_{{t-1}} \\
+            &\qquad \textbf{{else}}: \: g_t \leftarrow g_t + \lambda \theta_{{t-1}} \\
+            &\quad m_t \leftarrow \beta_1 m_{{t-1}} + (1 - \beta_1) g_t \\
+            &\quad v_t \leftarrow \beta_2 v_{{t-1}} + (1 - \beta_2) g_t^2 \\
+            &\quad \widehat{{m_t}} \leftarrow m_t / (1 - \beta_1^t) \\
+            &\quad \rho_t \leftarrow \rho_{{\infty}} - 2 t \beta_2^t / (1 - \beta_2^t) \\
+            &\quad \textbf{{if}} \: \rho_t > 5: \\
+            &\qquad l_t \leftarrow \sqrt{{1 - \beta_2^t}} / \big(\sqrt{{v_t}} + \epsilon\big) \\
+            &\qquad r_t \leftarrow \sqrt{{\frac{{(\rho_t - 4)(\rho_t - 2)\rho_{{\infty}}}}
+                {{(\rho_{{\infty}} - 4)(\rho_{{\infty}} - 2)\rho_t}}}} \\
+            &\qquad \theta_t \leftarrow \theta_{{t-1}} - \gamma \widehat{{m_t}} r_t l_t \\
+            &\quad \textbf{{else}}: \:
+                \theta_t \leftarrow \theta_{{t-1}} - \gamma \widehat{{m_t}} \\
+            &\textbf{{return}} \: \theta_t
+       \end{{aligned}}
+
+    From Liu et al., "On the Variance of the Adaptive Learning Rate and Beyond" (ICLR 2020,
+    https://arxiv.org/abs/1908.03265). While :math:`\rho_t \le 5` the variance of the adaptive
+    rate is intractable and the step is plain momentum SGD. With ``decoupled_weight_decay`` the
+    decay is AdamW's (Loshchilov & Hutter, 2019), as in the authors' implementation.
+
+    Args:
+        {_params_doc}
+        lr (float, optional): learning rate (default: 1e-3)
+        betas (Tuple[float, float], optional): coefficients used for computing running
+            averages of gradient and its square (default: (0.9, 0.999))
+        eps (float, optional): term added to the denominator to improve numerical stability
+            (default: 1e-8)
+        weight_decay (float, optional): weight decay (L2 penalty) (default: 0)
+        decoupled_weight_decay (bool, optional): whether to decouple the weight decay as in
+            AdamW to obtain RAdamW. If True, the algorithm does not accumulate weight decay
+            in the momentum nor variance. (default: False)
+        {_foreach_doc}
+        {_maximize_doc}
+        capturable (bool, optional): accepted for compatibility; has no effect (default: False)
+        {_differentiable_doc}
+
+    State (``optimizer.state[p]``): ``step`` (a float), ``exp_avg`` (:math:`m_t`) and
+    ``exp_avg_sq`` (:math:`v_t`).
+
+    Example:
+        >>> import numpy as np
+        >>> from npoptim import Parameter, RAdam
+        >>> w = Parameter(np.array([1.0, -2.0]))
+        >>> opt = RAdam([w], lr=0.1)
+        >>> w.grad = 2 * w.view(np.ndarray)
+        >>> opt.step()
+        >>> w
+        Parameter([ 0.8, -1.6])
+    """
+
+
+def radam(
+    params: list[Parameter],
+    grads: list[Array],
+    exp_avgs: list[Array],
+    exp_avg_sqs: list[Array],
+    state_steps: list[float],
+    *,
+    beta1: float,
+    beta2: float,
+    lr: float,
+    weight_decay: float,
+    eps: float,
+    maximize: bool = False,
+    decoupled_weight_decay: bool = False,
+    foreach: bool | None = None,
+) -> None:
+    """Functional RAdam: updates ``params`` and the moment arrays in place.
+
+    ``state_steps[i]`` is the step number :math:`t` of this update for ``params[i]``. See
+    :class:`RAdam` for the math.
+    """
+    rho_inf = 2 / (1 - beta2) - 1  # the longest approximated simple moving average
+    for i, param in enumerate(params):
+        t = state_steps[i]
+        bias_correction1 = 1 - beta1**t
+        bias_correction2 = 1 - beta2**t
+        rho_t = rho_inf - 2 * t * (beta2**t) / bias_correction2
+        if rho_t > 5.0:
+            rect = (
+                (rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)
+            ) ** 0.5
+            adaptive: tuple[float, float] | None = (
+                lr * rect * bias_correction2**0.5 / bias_correction1,
+                eps,
+            )
+        else:
+            adaptive = None
+        arrays = (param, grads[i], exp_avgs[i], exp_avg_sqs[i])
+        for piece in chunks(*(as_real(a) for a in arrays)):
+            _radam_piece(
+                *piece, beta1=beta1, beta2=beta2, lr=lr, weight_decay=weight_decay,
+                maximize=maximize, decoupled_weight_decay=decoupled_weight_decay,
+                sgd_step=lr / bias_correction1, adaptive=adaptive,
+            )  # fmt: skip
+
+
+def _radam_piece(
+    p: Array,
+    g: Array,
+    m: Array,
+    v: Array,
+    *,
+    beta1: float,
+    beta2: float,
+    lr: float,
+    weight_decay: float,
+    maximize: bool,
+    decoupled_weight_decay: bool,
+    sgd_step: float,
+    adaptive: tuple[float, float] | None,
+) -> None:
+    """One RAdam update of a piece of a parameter and its moments. ``adaptive`` is
+    ``(γ r_t sqrt(1 - β2^t) / (1 - β1^t), ε)`` when the rectified step applies, else None."""
+    g_t, tmp = temporaries(p, 2)
+    if maximize:
+        np.negative(g, out=g_t)
+        g = g_t
+    if weight_decay != 0:
+        if decoupled_weight_decay:
+            p *= 1 - lr * weight_decay  # θ ← θ(1 - γλ)
+        else:
+            np.multiply(p, weight_decay, out=tmp)
+            np.add(g, tmp, out=g_t)  # g ← g + λθ
+            g = g_t
+    np.subtract(g, m, out=tmp)
+    tmp *= 1 - beta1
+    m += tmp  # m_t = β1 m_{t-1} + (1 - β1) g_t
+    v *= beta2
+    np.multiply(g, g, out=tmp)
+    tmp *= 1 - beta2
+    v += tmp  # v_t = β2 v_{t-1} + (1 - β2) g_t²
+    if adaptive is None:
+        np.multiply(m, sgd_step, out=tmp)
+        p -= tmp  # θ_t = θ_{t-1} - γ m̂_t
+        return
+    step_size, eps = adaptive
+    np.sqrt(v, out=tmp)
+    tmp += eps
+    np.divide(m, tmp, out=tmp)
+    tmp *= step_size
+    p -= tmp  # θ_t = θ_{t-1} - γ m̂_t r_t l_t

@@ -1,0 +1,232 @@
+r"""Rprop: resilient backpropagation, a per-element step size driven by gradient signs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from ._kernel import CHUNK_BYTES, Array, as_real, chunks, scratch, temporaries
+from .optimizer import (
+    Optimizer,
+    ParamsT,
+    _check_impl_flags,
+    _dense_params_and_grads,
+    _differentiable_doc,
+    _eval_closure,
+    _foreach_doc,
+    _maximize_doc,
+    _params_doc,
+)
+from .parameter import Parameter
+
+__all__ = ["Rprop", "rprop"]
+
+
+class Rprop(Optimizer):
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float = 1e-2,
+        etas: tuple[float, float] = (0.5, 1.2),
+        step_sizes: tuple[float, float] = (1e-6, 50),
+        *,
+        capturable: bool = False,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        differentiable: bool = False,
+    ) -> None:
+        if not 0.0 <= lr:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if not 0.0 < etas[0] < 1.0 < etas[1]:
+            raise ValueError(f"Invalid eta values: {etas[0]}, {etas[1]}")
+        _check_impl_flags(foreach, None, differentiable)
+        defaults = {
+            "lr": lr,
+            "etas": etas,
+            "step_sizes": step_sizes,
+            "foreach": foreach,
+            "maximize": maximize,
+            "differentiable": differentiable,
+            "capturable": capturable,
+        }
+        super().__init__(params, defaults)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("foreach", None)
+            group.setdefault("maximize", False)
+            group.setdefault("differentiable", False)
+            group.setdefault("capturable", False)
+            for p in group["params"]:
+                p_state = self.state.get(p, {})
+                if "step" in p_state:
+                    p_state["step"] = float(p_state["step"])
+
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        """Perform a single optimization step.
+
+        Args:
+            closure: a callable that re-evaluates the model and returns the loss.
+        """
+        loss = _eval_closure(closure)
+        for group in self.param_groups:
+            params, grads = _dense_params_and_grads(group, "Rprop")
+            states = [self.state[p] for p in params]
+            for p, state in zip(params, states, strict=True):
+                if len(state) == 0:
+                    lr = group["lr"]
+                    state["step"] = 0.0
+                    state["prev"] = np.zeros_like(p.view(np.ndarray))
+                    # a complex element is two reals, each with its own step size
+                    first = complex(lr, lr) if np.iscomplexobj(p) else lr
+                    state["step_size"] = np.full_like(p.view(np.ndarray), first)
+                state["step"] += 1
+            step_size_min, step_size_max = group["step_sizes"]
+            etaminus, etaplus = group["etas"]
+            rprop(
+                params,
+                grads,
+                [s["prev"] for s in states],
+                [s["step_size"] for s in states],
+                [s["step"] for s in states],
+                step_size_min=step_size_min,
+                step_size_max=step_size_max,
+                etaminus=etaminus,
+                etaplus=etaplus,
+                maximize=group["maximize"],
+                foreach=group["foreach"],
+            )
+        return loss
+
+
+Rprop.__doc__ = rf"""Implements the resilient backpropagation algorithm.
+
+    .. math::
+       \begin{{aligned}}
+            &\textbf{{input}}: \theta_0 \text{{ (params)}}, \: f(\theta) \text{{ (objective)}},
+                \: \eta_{{+}}, \eta_{{-}} \text{{ (etas)}},
+                \: \Gamma_{{min}}, \Gamma_{{max}} \text{{ (step sizes)}}, \: \textit{{maximize}} \\
+            &\textbf{{initialize}}: g_{{prev}} \leftarrow 0,
+                \: \eta_0 \leftarrow \text{{lr}} \text{{ (for every element)}} \\
+            &\textbf{{for}} \: t=1 \: \textbf{{to}} \: \ldots \: \textbf{{do}} \\
+            &\quad g_t \leftarrow \nabla_{{\theta}} f_t (\theta_{{t-1}})
+                \quad (-\nabla_{{\theta}} f_t (\theta_{{t-1}}) \text{{ if maximize}}) \\
+            &\quad \textbf{{for each element }} i: \\
+            &\qquad \textbf{{if}} \: g^i_{{prev}} g^i_t > 0: \:
+                \eta^i_t \leftarrow \eta^i_{{t-1}} \eta_{{+}} \\
+            &\qquad \textbf{{else if}} \: g^i_{{prev}} g^i_t < 0: \:
+                \eta^i_t \leftarrow \eta^i_{{t-1}} \eta_{{-}}, \: g^i_t \leftarrow 0 \\
+            &\qquad \textbf{{else}}: \: \eta^i_t \leftarrow \eta^i_{{t-1}} \\
+            &\qquad \eta^i_t \leftarrow \min(\max(\eta^i_t, \Gamma_{{min}}), \Gamma_{{max}}) \\
+            &\quad \theta_t \leftarrow \theta_{{t-1}} - \eta_t \, \mathrm{{sign}}(g_t) \\
+            &\quad g_{{prev}} \leftarrow g_t \\
+            &\textbf{{return}} \: \theta_t
+       \end{{aligned}}
+
+    From Riedmiller & Braun, "A Direct Adaptive Method for Faster Backpropagation Learning:
+    The RPROP Algorithm" (ICNN 1993). As in torch, the clamp to
+    :math:`[\Gamma_{{min}}, \Gamma_{{max}}]` applies on every step, also where the sign product
+    is zero (so a learning rate outside the range is clamped on the first step), and complex
+    parameters are updated as pairs of reals, each with its own step size.
+
+    Args:
+        {_params_doc}
+        lr (float, optional): learning rate, the initial step size of every element
+            (default: 1e-2)
+        etas (Tuple[float, float], optional): pair of (etaminus, etaplus), that are
+            multiplicative decrease and increase factors (default: (0.5, 1.2))
+        step_sizes (Tuple[float, float], optional): a pair of minimal and maximal allowed
+            step sizes (default: (1e-6, 50))
+        capturable (bool, optional): accepted for compatibility; has no effect (default: False)
+        {_foreach_doc}
+        {_maximize_doc}
+        {_differentiable_doc}
+
+    State (``optimizer.state[p]``): ``step`` (a float), ``prev`` (:math:`g_{{prev}}`) and
+    ``step_size`` (:math:`\eta_t`, one per element).
+
+    Example:
+        >>> import numpy as np
+        >>> from npoptim import Parameter, Rprop
+        >>> w = Parameter(np.array([1.0, -2.0]))
+        >>> opt = Rprop([w], lr=0.1)
+        >>> w.grad = 2 * w.view(np.ndarray)
+        >>> opt.step()
+        >>> w
+        Parameter([ 0.9, -1.9])
+    """
+
+
+def rprop(
+    params: list[Parameter],
+    grads: list[Array],
+    prevs: list[Array],
+    step_sizes: list[Array],
+    state_steps: list[float],
+    *,
+    step_size_min: float,
+    step_size_max: float,
+    etaminus: float,
+    etaplus: float,
+    maximize: bool,
+    foreach: bool | None = None,
+) -> None:
+    """Functional Rprop: updates ``params``, ``prevs`` and ``step_sizes`` in place.
+
+    ``state_steps`` holds each parameter's step count (kept for torch's signature; Rprop's
+    update does not depend on it). See :class:`Rprop` for the math.
+    """
+    for i, param in enumerate(params):
+        arrays = (param, grads[i], prevs[i], step_sizes[i])
+        for piece in chunks(*(as_real(a) for a in arrays)):
+            _rprop_piece(
+                *piece, step_size_min=step_size_min, step_size_max=step_size_max,
+                etaminus=etaminus, etaplus=etaplus, maximize=maximize,
+            )  # fmt: skip
+
+
+def _flags(like: Array, count: int) -> Sequence[Array]:
+    """``count`` boolean scratch arrays shaped like the piece ``like``."""
+    if like.ndim == 1 and like.shape[0] * like.itemsize <= CHUNK_BYTES:
+        return [scratch(like.shape[0], np.dtype(np.bool_), slot) for slot in range(count)]
+    return [np.empty(like.shape, dtype=np.bool_) for _ in range(count)]
+
+
+def _rprop_piece(
+    p: Array,
+    g: Array,
+    prev: Array,
+    eta: Array,
+    *,
+    step_size_min: float,
+    step_size_max: float,
+    etaminus: float,
+    etaplus: float,
+    maximize: bool,
+) -> None:
+    """One Rprop update of a piece of a parameter, its previous gradient and step sizes."""
+    (factor,) = temporaries(p, 1)
+    same, flip = _flags(p, 2)
+    np.multiply(g, prev, out=factor)
+    if maximize:
+        np.negative(factor, out=factor)  # g_prev g_t with g_t = -grad
+    np.greater(factor, 0, out=same)
+    np.less(factor, 0, out=flip)
+    np.sign(factor, out=factor)  # keeps NaN, as torch does
+    np.copyto(factor, etaplus, where=same)
+    np.copyto(factor, etaminus, where=flip)
+    np.equal(factor, 0, out=same)
+    np.copyto(factor, 1.0, where=same)  # no sign information: keep the step size
+    eta *= factor
+    np.clip(eta, step_size_min, step_size_max, out=eta)  # η_t in [Γ_min, Γ_max]
+    if maximize:
+        np.negative(g, out=prev)
+    else:
+        np.copyto(prev, g)
+    np.copyto(prev, 0.0, where=flip)  # after a sign change the element rests: g_t = 0
+    np.sign(prev, out=factor)
+    factor *= eta
+    p -= factor  # θ_t = θ_{t-1} - η_t sign(g_t)
