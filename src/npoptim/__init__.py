@@ -4,7 +4,7 @@ Every optimizer, scheduler and utility of torch.optim 2.13, with the same names,
 defaults, state and state_dict format, over NumPy arrays that carry a ``.grad`` buffer.
 """
 
-from . import functional
+from . import functional, lr_scheduler, swa_utils
 from .adadelta import Adadelta
 from .adafactor import Adafactor
 from .adagrad import Adagrad
@@ -12,6 +12,14 @@ from .adam import Adam
 from .adamax import Adamax
 from .adamw import AdamW
 from .asgd import ASGD
+from .clip_grad import (
+    clip_grad_norm_,
+    clip_grad_value_,
+    clip_grads_with_norm_,
+    get_total_norm,
+    parameters_to_vector,
+    vector_to_parameters,
+)
 from .muon import Muon
 from .nadam import NAdam
 from .optimizer import (
@@ -47,8 +55,16 @@ __all__ = [
     "RemovableHandle",
     "Rprop",
     "SparseGrad",
+    "clip_grad_norm_",
+    "clip_grad_value_",
+    "clip_grads_with_norm_",
     "functional",
+    "get_total_norm",
+    "lr_scheduler",
+    "parameters_to_vector",
     "register_optimizer_step_post_hook",
     "register_optimizer_step_pre_hook",
     "required",
+    "swa_utils",
+    "vector_to_parameters",
 ]
