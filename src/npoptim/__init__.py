@@ -33,6 +33,7 @@ from .parameter import Parameter, SparseGrad
 from .radam import RAdam
 from .rmsprop import RMSprop
 from .rprop import Rprop
+from .serialization import CheckpointError, load, save
 from .sgd import SGD
 
 __version__ = "0.1.0"
@@ -46,6 +47,7 @@ __all__ = [
     "Adam",
     "AdamW",
     "Adamax",
+    "CheckpointError",
     "Muon",
     "NAdam",
     "Optimizer",
@@ -60,11 +62,13 @@ __all__ = [
     "clip_grads_with_norm_",
     "functional",
     "get_total_norm",
+    "load",
     "lr_scheduler",
     "parameters_to_vector",
     "register_optimizer_step_post_hook",
     "register_optimizer_step_pre_hook",
     "required",
+    "save",
     "swa_utils",
     "vector_to_parameters",
 ]

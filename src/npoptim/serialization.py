@@ -1,0 +1,441 @@
+"""Save and load optimizer checkpoints without pickle.
+
+A checkpoint is an ordinary ``.npz`` archive: a zip file of uncompressed ``.npy`` members that
+``np.load(path, allow_pickle=False)`` opens. The member ``__manifest__.npy`` is a 1-d ``uint8``
+array holding UTF-8 JSON::
+
+    {"format": "npoptim-checkpoint", "version": 1, "root": <node>}
+
+and every array of the saved object is a member ``arr_<i>.npy``. A node is a JSON object whose
+``"t"`` names its type:
+
+=========  ===========================================================================
+``none``   ``{"t": "none"}``
+``bool``   ``{"t": "bool", "v": true}``
+``int``    ``{"t": "int", "v": "-0x1f"}``: ``hex()`` of the int, so any size is exact
+``float``  ``{"t": "float", "v": "3ff0000000000000"}``: the IEEE-754 bits, big-endian hex
+``str``    ``{"t": "str", "v": "lr"}``
+``list``   ``{"t": "list", "v": [<node>, ...]}``; ``tuple`` the same with ``"t": "tuple"``
+``dict``   ``{"t": "dict", "v": [[<int or str node>, <node>], ...]}``, in insertion order
+``scalar`` ``{"t": "scalar", "dtype": "float32", "v": "0000803f"}``: little-endian bytes
+``array``  ``{"t": "array", "dtype": "float32", "shape": [3, 4], "name": "arr_0"}``
+=========  ===========================================================================
+
+Supported dtypes are bool, int8-64, uint8-64, float16/32/64 and complex64/128. Arrays are
+stored little-endian and loaded in native byte order; ``np.ndarray`` subclasses (such as
+``npoptim.Parameter``) are saved as plain arrays. Containers and Python scalars must be of the
+exact types above (an ``OrderedDict`` or an ``IntEnum`` is refused rather than silently changed),
+and objects reached twice are saved twice. NumPy scalar types are identified by dtype, so a
+platform alias such as ``np.longlong`` comes back as ``np.int64``.
+
+Errors:
+
+* ``save`` raises ``TypeError`` naming the key path of an unsupported value, where the root is
+  called ``obj`` (``cannot save value of type function at obj['state'][3]['fn']``), and
+  ``ValueError`` for a container that contains itself. It checks the whole object before it
+  opens any file.
+* ``load`` raises :class:`CheckpointError` (a ``ValueError``) for anything that is not a valid
+  checkpoint: truncated, corrupted, foreign, pickled or newer-format files. It never unpickles
+  and is strict: every member must be referenced exactly once and match its manifest entry.
+  Errors from opening the file, such as ``FileNotFoundError``, propagate unchanged.
+
+Saving to a path is atomic: the archive is written to a temporary file in the same folder,
+flushed, ``fsync``-ed and renamed over the target, so a failure leaves the old file intact and
+no temporary file behind. A symlink target is followed; a replaced file keeps its permission
+bits and a new one gets ``0o666`` less the umask. Saving to a file object writes at its current
+position and is not atomic.
+
+Example:
+    >>> import io, numpy as np
+    >>> buf = io.BytesIO()
+    >>> save({"state": {0: {"step": 3, "exp_avg": np.zeros(2)}}, "lr": 1e-3}, buf)
+    >>> _ = buf.seek(0)
+    >>> load(buf)
+    {'state': {0: {'step': 3, 'exp_avg': array([0., 0.])}}, 'lr': 0.001}
+"""
+
+from __future__ import annotations
+
+__all__ = ["CheckpointError", "load", "save"]
+
+import contextlib
+import io
+import json
+import math
+import os
+import re
+import reprlib
+import stat
+import struct
+import tempfile
+import zipfile
+import zlib
+from typing import IO, Any, Literal, NoReturn, cast
+
+import numpy as np
+import numpy.lib.format as npy
+
+FORMAT = "npoptim-checkpoint"
+VERSION = 1
+_MANIFEST = "__manifest__.npy"
+_DTYPES = {
+    name: np.dtype(name)
+    for name in [
+        "bool",
+        "int8",
+        "int16",
+        "int32",
+        "int64",
+        "uint8",
+        "uint16",
+        "uint32",
+        "uint64",
+        "float16",
+        "float32",
+        "float64",
+        "complex64",
+        "complex128",
+    ]
+}
+_FIELDS = {
+    "none": {"t"},
+    "bool": {"t", "v"},
+    "int": {"t", "v"},
+    "float": {"t", "v"},
+    "str": {"t", "v"},
+    "list": {"t", "v"},
+    "tuple": {"t", "v"},
+    "dict": {"t", "v"},
+    "scalar": {"t", "dtype", "v"},
+    "array": {"t", "dtype", "shape", "name"},
+}
+_INT = re.compile(r"-?0x[0-9a-f]+")
+_FLOAT = re.compile(r"[0-9a-f]{16}")
+_HEX = re.compile(r"(?:[0-9a-f]{2})+")
+# Errors that the zip, .npy and JSON readers raise on malformed input.
+_READ_ERRORS = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    OSError,
+    EOFError,
+    ValueError,
+    RuntimeError,
+    NotImplementedError,
+    OverflowError,
+    struct.error,
+    zlib.error,
+)
+
+PathOrFile = str | os.PathLike[str] | IO[bytes]
+
+
+class CheckpointError(ValueError):
+    """The file is not a valid npoptim checkpoint (truncated, corrupted, foreign or newer)."""
+
+
+def _format_path(path: tuple[object, ...]) -> str:
+    return "obj" + "".join(f"[{key!r}]" for key in path)
+
+
+def _dtype_name(dtype: np.dtype[Any]) -> str | None:
+    name = dtype.name
+    return name if _DTYPES.get(name) == dtype.newbyteorder("=") else None
+
+
+class _Encoder:
+    """Turns an object into a JSON manifest node plus a list of arrays to store."""
+
+    def __init__(self) -> None:
+        self.arrays: list[np.ndarray[Any, Any]] = []
+        self._open: set[int] = set()  # ids of the containers being encoded, to catch cycles
+
+    def encode(self, x: object, path: tuple[object, ...]) -> dict[str, Any]:
+        kind = type(x)
+        if isinstance(x, np.ndarray):
+            name = _dtype_name(x.dtype)
+            if name is None:
+                raise TypeError(f"cannot save array of dtype {x.dtype} at {_format_path(path)}")
+            self.arrays.append(np.asarray(x).astype(x.dtype.newbyteorder("<"), copy=False))
+            return {
+                "t": "array",
+                "dtype": name,
+                "shape": list(x.shape),
+                "name": f"arr_{len(self.arrays) - 1}",
+            }
+        if isinstance(x, np.generic):
+            name = _dtype_name(x.dtype)
+            if name is None:
+                raise TypeError(
+                    f"cannot save value of type {kind.__name__} at {_format_path(path)}"
+                )
+            raw = np.asarray(x).astype(x.dtype.newbyteorder("<")).tobytes()
+            return {"t": "scalar", "dtype": name, "v": raw.hex()}
+        if x is None:
+            return {"t": "none"}
+        if kind is bool or kind is str:
+            return {"t": kind.__name__, "v": x}
+        if isinstance(x, int) and kind is int:
+            return {"t": "int", "v": hex(x)}
+        if kind is float:
+            return {"t": "float", "v": struct.pack(">d", x).hex()}
+        if kind is list or kind is tuple or kind is dict:
+            if id(x) in self._open:
+                raise ValueError(
+                    f"cannot save a container that contains itself at {_format_path(path)}"
+                )
+            self._open.add(id(x))
+            try:
+                return {"t": kind.__name__, "v": self._encode_items(x, path)}
+            finally:
+                self._open.discard(id(x))
+        raise TypeError(f"cannot save value of type {kind.__name__} at {_format_path(path)}")
+
+    def _encode_items(self, x: Any, path: tuple[object, ...]) -> list[Any]:
+        if type(x) is not dict:
+            return [self.encode(item, (*path, i)) for i, item in enumerate(x)]
+        items = []
+        for key, value in x.items():
+            if type(key) is not int and type(key) is not str:
+                raise TypeError(
+                    f"cannot save dict key {key!r} of type {type(key).__name__} at "
+                    f"{_format_path(path)} (keys must be int or str)"
+                )
+            items.append([self.encode(key, path), self.encode(value, (*path, key))])
+        return items
+
+
+def save(obj: object, f: PathOrFile) -> None:
+    """Save a nested structure of containers, scalars and NumPy arrays without pickle.
+
+    Args:
+        obj: dicts (int or str keys), lists, tuples, ``None``, bool, int, float, str, NumPy
+            scalars and arrays of a supported dtype, nested in any way; a ``state_dict``.
+        f: a path (written atomically) or a binary file object (written at its position).
+
+    Raises:
+        TypeError: a value, dict key or array dtype is not supported; the message names its
+            key path from ``obj``. Nothing has been written.
+
+    Example:
+        >>> save({"optimizer": {"state": {}, "param_groups": []}}, "ckpt.npz")  # doctest: +SKIP
+    """
+    encoder = _Encoder()
+    root = encoder.encode(obj, ())
+    manifest = {"format": FORMAT, "version": VERSION, "root": root}
+    text = json.dumps(manifest, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+    members = [(_MANIFEST, np.frombuffer(text.encode("ascii"), dtype=np.uint8))]
+    members += [(f"arr_{i}.npy", a) for i, a in enumerate(encoder.arrays)]
+    if not isinstance(f, (str, os.PathLike)):
+        _write_archive(f, members)
+        return
+    target = os.path.realpath(os.fsdecode(os.fspath(f)))
+    folder = os.path.dirname(target)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(target)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            _write_archive(fh, members)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, _mode_for(target))
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError, AttributeError):  # directories can't be opened on Windows
+        dir_fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def _mode_for(target: str) -> int:
+    try:
+        return stat.S_IMODE(os.stat(target).st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0o077)  # a restrictive placeholder: other threads can't gain access
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def _write_archive(fh: IO[bytes], members: list[tuple[str, np.ndarray[Any, Any]]]) -> None:
+    with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name, array in members:
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))  # reproducible bytes
+            info.external_attr = 0o644 << 16
+            with zf.open(info, "w", force_zip64=True) as member:
+                npy.write_array(member, array, allow_pickle=False)
+
+
+def load(f: PathOrFile) -> Any:
+    """Load an object written by :func:`save`; never unpickles.
+
+    Args:
+        f: a path or a binary file object positioned at the start of a checkpoint.
+
+    Returns:
+        The saved object, with the same types, dict key order, dtypes, shapes and values.
+
+    Raises:
+        CheckpointError: the file is truncated, corrupted, not a checkpoint (for example a
+            pickle, or an ``.npz`` holding object arrays) or from a newer format version.
+        FileNotFoundError: ``f`` is a path that does not exist (other ``OSError`` from opening
+            the path propagate too).
+
+    Example:
+        >>> state_dict = load("ckpt.npz")["optimizer"]  # doctest: +SKIP
+    """
+    if isinstance(f, (str, os.PathLike)):
+        with open(f, "rb") as fh:
+            return _read_archive(fh)
+    if not getattr(f, "seekable", lambda: False)():
+        return _read_archive(io.BytesIO(f.read()))
+    return _read_archive(f)
+
+
+def _fail(message: str) -> NoReturn:
+    raise CheckpointError(message)
+
+
+def _read_archive(fh: IO[bytes]) -> Any:
+    try:
+        start = fh.tell()
+        size = fh.seek(0, io.SEEK_END) - start  # members can't be bigger than the file
+        fh.seek(start)
+        with zipfile.ZipFile(fh) as zf:
+            infos = zf.infolist()
+            decoder = _Decoder(zf, {info.filename: info for info in infos}, size)
+            if len(decoder.members) != len(infos):
+                _fail("archive has two members with the same name")
+            if _MANIFEST not in decoder.members:
+                _fail(f"not an npoptim checkpoint: archive has no {_MANIFEST}")
+            text = decoder.read_member(_MANIFEST, _DTYPES["uint8"], None).tobytes()
+            manifest = json.loads(text.decode("utf-8"), object_pairs_hook=_unique_keys)
+            _check_header(manifest)
+            obj = decoder.decode(manifest["root"], ())
+            unused = sorted(set(decoder.members) - decoder.used)
+            if unused:
+                _fail(f"archive members not referenced by the manifest: {unused}")
+            return obj
+    except CheckpointError:
+        raise
+    except RecursionError as e:
+        raise CheckpointError("invalid checkpoint: manifest is nested too deeply") from e
+    except _READ_ERRORS as e:
+        raise CheckpointError(f"invalid checkpoint: {type(e).__name__}: {e}") from e
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        _fail("invalid manifest: a JSON object repeats a key")
+    return result
+
+
+def _check_header(manifest: Any) -> None:
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        _fail(f"not an npoptim checkpoint: manifest format is not {FORMAT!r}")
+    version = manifest.get("version")
+    if type(version) is not int or version < 1:
+        _fail(f"invalid manifest: version must be a positive int, got {version!r}")
+    if version > VERSION:
+        _fail(
+            f"checkpoint format version {version} is newer than this npoptim reads "
+            f"({VERSION}); upgrade npoptim to load it"
+        )
+    if manifest.keys() != {"format", "version", "root"}:
+        _fail(f"invalid manifest: expected keys format, version, root, got {sorted(manifest)}")
+
+
+class _Decoder:
+    """Rebuilds an object from manifest nodes, reading each referenced member exactly once."""
+
+    def __init__(self, zf: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo], size: int) -> None:
+        self.zf, self.members, self.size = zf, members, size
+        self.used: set[str] = set()
+
+    def decode(self, node: Any, path: tuple[object, ...]) -> Any:
+        def bad(problem: str) -> NoReturn:
+            _fail(f"invalid manifest at {_format_path(path)}: {problem}")
+
+        if not isinstance(node, dict) or type(node.get("t")) is not str or node["t"] not in _FIELDS:
+            bad(f"expected a node with a known type tag, got {reprlib.repr(node)}")
+        tag, value = node["t"], node.get("v")
+        if node.keys() != _FIELDS[tag]:
+            bad(f"a node of type {tag} has the keys {sorted(_FIELDS[tag])}, got {sorted(node)}")
+        if tag == "none":
+            return None
+        if (tag == "bool" and type(value) is bool) or (tag == "str" and type(value) is str):
+            return value
+        if tag == "int" and type(value) is str and _INT.fullmatch(value):
+            return int(value, 16)
+        if tag == "float" and type(value) is str and _FLOAT.fullmatch(value):
+            return struct.unpack(">d", bytes.fromhex(value))[0]
+        if tag in ("list", "tuple") and type(value) is list:
+            items = [self.decode(item, (*path, i)) for i, item in enumerate(value)]
+            return items if tag == "list" else tuple(items)
+        if tag == "dict" and type(value) is list:
+            result: dict[int | str, Any] = {}
+            for item in value:
+                if type(item) is not list or len(item) != 2:
+                    bad("dict items must be [key, value] pairs")
+                key = self.decode(item[0], path)
+                if (type(key) is not int and type(key) is not str) or key in result:
+                    bad(f"dict key {reprlib.repr(key)} is not an int or str, or is repeated")
+                result[key] = self.decode(item[1], (*path, key))
+            return result
+        if tag in ("scalar", "array"):
+            dtype = _DTYPES.get(node["dtype"]) if type(node["dtype"]) is str else None
+            if dtype is None:
+                bad(f"unsupported dtype {reprlib.repr(node['dtype'])}")
+            if tag == "array":
+                shape, name = node["shape"], node["name"]
+                if type(shape) is not list or not all(type(n) is int and n >= 0 for n in shape):
+                    bad(f"shape must be a list of non-negative ints, got {reprlib.repr(shape)}")
+                member = f"{name}.npy" if type(name) is str else ""
+                if member not in self.members or member == _MANIFEST or member in self.used:
+                    bad(f"{reprlib.repr(name)} names no unused array member of the archive")
+                return self.read_member(member, dtype, tuple(shape))
+            if type(value) is str and _HEX.fullmatch(value):
+                raw = bytes.fromhex(value)
+                if len(raw) == dtype.itemsize and (dtype.kind != "b" or raw in (b"\0", b"\1")):
+                    return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype)[0]
+        bad(f"invalid value for a node of type {tag}: {reprlib.repr(value)}")
+
+    def read_member(
+        self, name: str, dtype: np.dtype[Any], shape: tuple[int, ...] | None
+    ) -> np.ndarray[Any, Any]:
+        """Reads the ``.npy`` member ``name``, checking it against ``dtype`` and ``shape``."""
+        self.used.add(name)
+        info = self.members[name]
+        if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
+            _fail(f"member {name} is compressed or encrypted; checkpoints store members as is")
+        if info.file_size != info.compress_size or info.file_size > self.size:
+            _fail(f"member {name} claims {info.file_size} bytes, more than the archive holds")
+        with self.zf.open(info) as member:
+            version = npy.read_magic(member)
+            if version not in ((1, 0), (2, 0)):
+                _fail(f"member {name} has unsupported .npy version {version}")
+            header = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+            header_shape, fortran, header_dtype = header(member)
+            if header_dtype.fields is not None or header_dtype.newbyteorder("=") != dtype:
+                _fail(f"member {name} has dtype {header_dtype}, the manifest says {dtype}")
+            if shape not in (None, header_shape) or (shape is None and len(header_shape) != 1):
+                _fail(f"member {name} has shape {header_shape}, the manifest says {shape}")
+            count = math.prod(header_shape)
+            if count * dtype.itemsize != info.file_size - member.tell():
+                _fail(f"member {name} does not hold exactly {count} values of {dtype}")
+            flat = np.empty(count, dtype=header_dtype)
+            view, done = flat.view(np.uint8).data, 0
+            while done < len(view):
+                n = cast(io.BufferedIOBase, member).readinto(view[done:])
+                if not n:
+                    _fail(f"member {name} is truncated")
+                done += n
+            if member.read(1):  # reading to the end also makes zipfile check the CRC
+                _fail(f"member {name} has trailing data")
+        if dtype.kind == "b" and np.any(flat.view(np.uint8) > 1):
+            _fail(f"member {name} holds bool values other than 0 and 1")
+        order: Literal["C", "F"] = "F" if fortran else "C"
+        return flat.astype(dtype, copy=False).reshape(header_shape, order=order)

@@ -1,0 +1,354 @@
+"""Property tests for npoptim.serialization.
+
+1. Any nested structure of supported values round-trips exactly.
+2. Whatever bytes ``load`` is given (random bytes, truncated or edited checkpoints, checkpoints
+   with a mutated manifest), it either returns a saveable object or raises CheckpointError.
+
+Run with ``pytest tests/test_serialization_properties.py --hypothesis-show-statistics`` to see
+how many cases each property generated and, for the corruption properties, how often ``load``
+succeeded or which check refused the input. Set ``NPOPTIM_HYPOTHESIS_SCALE=50`` (say) to run
+fifty times as many cases.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import os
+import re
+import struct
+import zipfile
+from typing import Any
+
+import numpy as np
+import numpy.lib.format as npy
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from npoptim.serialization import CheckpointError, load, save
+
+NUMERIC_DTYPES = [
+    "bool",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "float16",
+    "float32",
+    "float64",
+    "complex64",
+    "complex128",
+]
+
+
+SCALE = int(os.environ.get("NPOPTIM_HYPOTHESIS_SCALE", "1"))
+
+
+def examples(count: int) -> settings:
+    return settings(
+        max_examples=count * SCALE, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    )
+
+
+# --- helpers (kept in step with tests/test_serialization.py) -------------------------------
+
+
+def assert_identical(actual: Any, expected: Any) -> None:
+    """Same types all the way down, same dict key order, bit-identical floats and arrays."""
+    assert type(actual) is type(expected) or (
+        isinstance(expected, np.ndarray) and type(actual) is np.ndarray
+    ), (type(actual), type(expected))
+    if isinstance(expected, np.ndarray):
+        assert actual.dtype == expected.dtype.newbyteorder("=")
+        assert actual.dtype.isnative
+        assert actual.shape == expected.shape
+        assert actual.tobytes() == expected.astype(actual.dtype).tobytes()
+    elif isinstance(expected, np.generic):
+        assert actual.tobytes() == expected.tobytes()
+    elif isinstance(expected, float):
+        assert struct.pack(">d", actual) == struct.pack(">d", expected)
+    elif isinstance(expected, dict):
+        assert list(actual) == list(expected)
+        for a_key, e_key in zip(actual, expected, strict=True):
+            assert type(a_key) is type(e_key)
+            assert_identical(actual[a_key], expected[e_key])
+    elif isinstance(expected, (list, tuple)):
+        assert len(actual) == len(expected)
+        for a, e in zip(actual, expected, strict=True):
+            assert_identical(a, e)
+    else:
+        assert actual == expected
+
+
+def to_bytes(obj: Any) -> bytes:
+    buffer = io.BytesIO()
+    save(obj, buffer)
+    return buffer.getvalue()
+
+
+def load_or_checkpoint_error(data: bytes) -> None:
+    """Loads ``data``; only CheckpointError may escape, and a loaded object must save again."""
+    try:
+        result = load(io.BytesIO(data))
+    except CheckpointError as error:  # record which check refused it, without the details
+        words = [
+            w
+            for w in re.split(r"[\s:]+", str(error))
+            if w.isalpha() and w.islower() and w not in ("obj", "at", "got")
+        ]
+        reason = " ".join(words[:8])
+        event(f"refused: {reason}")
+        return
+    event("loaded")
+    to_bytes(result)
+
+
+def rebuild(data: bytes, manifest_text: bytes) -> bytes:
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        members = {name: zf.read(name) for name in zf.namelist()}
+    buffer = io.BytesIO()
+    np.save(buffer, np.frombuffer(manifest_text, dtype=np.uint8), allow_pickle=False)
+    members["__manifest__.npy"] = buffer.getvalue()
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as zf:
+        for name, payload in members.items():
+            zf.writestr(name, payload)
+    return out.getvalue()
+
+
+def read_manifest(data: bytes) -> Any:
+    with zipfile.ZipFile(io.BytesIO(data)) as zf, zf.open("__manifest__.npy") as member:
+        return json.loads(npy.read_array(member).tobytes())
+
+
+# --- strategies ----------------------------------------------------------------------------
+
+dtypes = st.sampled_from(NUMERIC_DTYPES).map(np.dtype)
+any_order_dtypes = st.builds(
+    lambda dt, order: dt.newbyteorder(order), dtypes, st.sampled_from("<>=")
+)
+arrays = st.builds(
+    lambda array, transpose: array.T if transpose else array,
+    any_order_dtypes.flatmap(
+        lambda dt: hnp.arrays(dt, hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=4))
+    ),
+    st.booleans(),
+)
+numpy_scalars = dtypes.flatmap(lambda dt: hnp.arrays(dt, ())).map(lambda a: a[()])
+python_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(-(2**300), 2**300)
+    | st.floats()
+    | st.text(max_size=8)
+)
+keys = st.integers() | st.text(max_size=4)
+structures = st.recursive(
+    python_scalars | numpy_scalars | arrays,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.lists(inner, max_size=4).map(tuple)
+        | st.dictionaries(keys, inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+def small_dicts(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[dict[Any, Any]]:
+    return st.dictionaries(keys, inner, max_size=3)
+
+
+small_structures = st.recursive(python_scalars | arrays, small_dicts, max_leaves=5)
+
+# Manifest edits: random JSON mixed with words the format uses, so that many edits are
+# nearly valid and reach the deeper checks.
+VOCABULARY = [
+    "none",
+    "bool",
+    "int",
+    "float",
+    "str",
+    "list",
+    "tuple",
+    "dict",
+    "scalar",
+    "array",
+    *NUMERIC_DTYPES,
+    "object",
+    "float128",
+    "arr_0",
+    "arr_1",
+    "__manifest__",
+    "0x1",
+    "-0x0",
+    "0x",
+    "3ff0000000000000",
+    "7ff8000000000000",
+    "00",
+    "01",
+    "02",
+    "0000803f",
+    "npoptim-checkpoint",
+    0,
+    1,
+    2,
+    -1,
+    [],
+    [0],
+    [2, 3],
+    [-1],
+    True,
+    False,
+    None,
+]
+NODE_FIELDS = ["t", "v", "dtype", "shape", "name"]
+FIELD_NAMES = [*NODE_FIELDS, "format", "version", "root"]
+# Values of every JSON type, to put where another type belongs.
+misfits = st.sampled_from(
+    [
+        None,
+        True,
+        0,
+        -1,
+        2**64,
+        1.5,
+        "",
+        "x",
+        [],
+        {},
+        [[]],
+        [None],
+        {"t": "none"},
+        [{"t": "none"}] * 2,
+    ]
+).map(copy.deepcopy)
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=6)
+    | st.sampled_from(VOCABULARY).map(copy.deepcopy),  # edits must not change VOCABULARY
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.sampled_from(FIELD_NAMES) | st.text(max_size=3), inner, max_size=4)
+    ),
+    max_leaves=8,
+)
+
+
+def locations(node: Any, found: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
+    """Every (container, key) pair inside a JSON value, parents before children."""
+    if isinstance(node, dict):
+        for key in list(node):
+            found.append((node, key))
+            locations(node[key], found)
+    elif isinstance(node, list):
+        for index in range(len(node)):
+            found.append((node, index))
+            locations(node[index], found)
+    return found
+
+
+# --- properties ----------------------------------------------------------------------------
+
+
+@examples(400)
+@given(structures)
+def test_supported_structures_round_trip_exactly(obj: Any) -> None:
+    assert_identical(load(io.BytesIO(to_bytes(obj))), obj)
+
+
+@examples(300)
+@given(st.binary(max_size=2048) | st.binary(max_size=512).map(lambda b: b"PK\x03\x04" + b))
+def test_random_bytes_raise_checkpoint_error(data: bytes) -> None:
+    with pytest.raises(CheckpointError):
+        load(io.BytesIO(data))
+
+
+@examples(200)
+@given(
+    st.dictionaries(
+        st.sampled_from(["__manifest__.npy", "arr_0.npy", "x"]), st.binary(), max_size=3
+    )
+)
+def test_zip_archives_of_random_members_raise_checkpoint_error(members: dict[str, bytes]) -> None:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for name, payload in members.items():
+            zf.writestr(name, payload)
+    with pytest.raises(CheckpointError):
+        load(io.BytesIO(buffer.getvalue()))
+
+
+@examples(300)
+@given(small_structures, st.data())
+def test_truncated_checkpoints_raise_checkpoint_error(obj: Any, data: st.DataObject) -> None:
+    full = to_bytes(obj)
+    cut = data.draw(st.integers(0, len(full) - 1), label="cut")
+    with pytest.raises(CheckpointError):
+        load(io.BytesIO(full[:cut]))
+
+
+@examples(300)
+@given(small_structures, st.data())
+def test_checkpoints_with_changed_bytes_load_or_raise_checkpoint_error(
+    obj: Any, data: st.DataObject
+) -> None:
+    damaged = bytearray(to_bytes(obj))
+    for _ in range(data.draw(st.integers(1, 4), label="edits")):
+        position = data.draw(st.integers(0, len(damaged) - 1), label="position")
+        damaged[position] = data.draw(st.integers(0, 255), label="byte")
+    load_or_checkpoint_error(bytes(damaged))
+
+
+@examples(600)
+@given(structures, st.data())
+def test_checkpoints_with_an_edited_manifest_load_or_raise_checkpoint_error(
+    obj: Any, data: st.DataObject
+) -> None:
+    original = to_bytes(obj)
+    manifest = read_manifest(original)
+    for _ in range(data.draw(st.integers(1, 3), label="edits")):
+        pool = locations(manifest, [])
+        fields = [(p, k) for p, k in pool if k in NODE_FIELDS and p is not manifest]
+        if fields and data.draw(st.booleans(), label="edit a node field"):
+            pool = fields
+        parent, key = data.draw(st.sampled_from(pool), label="location")
+        action = data.draw(st.sampled_from(["replace", "delete", "rename", "duplicate"]))
+        if action == "replace":
+            parent[key] = data.draw(misfits | json_values, label="value")
+        elif action == "delete":
+            del parent[key]
+        elif action == "rename" and isinstance(parent, dict):
+            parent[data.draw(st.sampled_from(FIELD_NAMES), label="new key")] = parent.pop(key)
+        elif isinstance(parent, list):
+            parent.insert(key, parent[key])
+    load_or_checkpoint_error(rebuild(original, json.dumps(manifest).encode()))
+
+
+@examples(300)
+@given(small_structures, st.data())
+def test_checkpoints_with_edited_manifest_text_load_or_raise_checkpoint_error(
+    obj: Any, data: st.DataObject
+) -> None:
+    original = to_bytes(obj)
+    text = bytearray(json.dumps(read_manifest(original)).encode())
+    for _ in range(data.draw(st.integers(1, 3), label="edits")):
+        position = data.draw(st.integers(0, len(text) - 1), label="position")
+        replacement = data.draw(
+            st.binary(max_size=3)
+            | st.sampled_from(
+                [b"{", b"}", b"[", b"]", b'"', b",", b":", b"0", b"-", b"\\", b"\xff"]
+            )
+        )
+        text[position : position + data.draw(st.integers(0, 2))] = replacement
+    load_or_checkpoint_error(rebuild(original, bytes(text)))
