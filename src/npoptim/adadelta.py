@@ -2,8 +2,7 @@ r"""Adadelta, with weight decay and maximize."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -12,12 +11,12 @@ from .optimizer import (
     Optimizer,
     ParamsT,
     _check_impl_flags,
-    _dense_params_and_grads,
+    _check_nonnegative,
     _differentiable_doc,
-    _eval_closure,
     _foreach_doc,
     _maximize_doc,
     _params_doc,
+    _zeros_like,
 )
 from .parameter import Parameter
 
@@ -38,14 +37,10 @@ class Adadelta(Optimizer):
         maximize: bool = False,
         differentiable: bool = False,
     ) -> None:
-        if not 0.0 <= lr:
-            raise ValueError(f"Invalid learning rate: {lr}")
+        _check_nonnegative(lr=lr)
         if not 0.0 <= rho <= 1.0:
             raise ValueError(f"Invalid rho value: {rho}")
-        if not 0.0 <= eps:
-            raise ValueError(f"Invalid epsilon value: {eps}")
-        if not 0.0 <= weight_decay:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        _check_nonnegative(eps=eps, weight_decay=weight_decay)
         _check_impl_flags(foreach, None, differentiable)
         defaults = {
             "lr": lr,
@@ -59,48 +54,33 @@ class Adadelta(Optimizer):
         }
         super().__init__(params, defaults)
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        for group in self.param_groups:
-            group.setdefault("foreach", None)
-            group.setdefault("maximize", False)
-            group.setdefault("differentiable", False)
-            group.setdefault("capturable", False)
-            for p in group["params"]:
-                p_state = self.state.get(p, {})
-                if "step" in p_state:
-                    p_state["step"] = float(p_state["step"])
+    _group_flags: ClassVar[dict[str, Any]] = {
+        "foreach": None,
+        "maximize": False,
+        "differentiable": False,
+        "capturable": False,
+    }
 
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        """Perform a single optimization step.
+    @staticmethod
+    def _new_state(group: dict[str, Any], p: Parameter, state: dict[str, Any]) -> None:
+        state["square_avg"] = _zeros_like(p)
+        state["acc_delta"] = _zeros_like(p)
 
-        Args:
-            closure: a callable that re-evaluates the model and returns the loss.
-        """
-        loss = _eval_closure(closure)
-        for group in self.param_groups:
-            params, grads = _dense_params_and_grads(group, type(self).__name__)
-            states = [self.state[p] for p in params]
-            for p, state in zip(params, states, strict=True):
-                if len(state) == 0:
-                    state["step"] = 0.0
-                    state["square_avg"] = np.zeros_like(p.view(np.ndarray))
-                    state["acc_delta"] = np.zeros_like(p.view(np.ndarray))
-                state["step"] += 1
-            adadelta(
-                params,
-                grads,
-                [s["square_avg"] for s in states],
-                [s["acc_delta"] for s in states],
-                [s["step"] for s in states],
-                lr=group["lr"],
-                rho=group["rho"],
-                eps=group["eps"],
-                weight_decay=group["weight_decay"],
-                maximize=group["maximize"],
-                foreach=group["foreach"],
-            )
-        return loss
+    def _step_group(self, group: dict[str, Any]) -> None:
+        params, grads, states = self._init_group(group, self._new_state, "Adadelta")
+        adadelta(
+            params,
+            grads,
+            [s["square_avg"] for s in states],
+            [s["acc_delta"] for s in states],
+            [s["step"] for s in states],
+            lr=group["lr"],
+            rho=group["rho"],
+            eps=group["eps"],
+            weight_decay=group["weight_decay"],
+            maximize=group["maximize"],
+            foreach=group["foreach"],
+        )
 
 
 Adadelta.__doc__ = rf"""Implements the Adadelta algorithm.

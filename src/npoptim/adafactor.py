@@ -2,8 +2,7 @@ r"""Adafactor: adaptive steps from a factored (row times column) second moment."
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -12,30 +11,13 @@ from .optimizer import (
     Optimizer,
     ParamsT,
     _check_impl_flags,
-    _dense_params_and_grads,
-    _eval_closure,
     _maximize_doc,
     _params_doc,
+    _zeros_like,
 )
 from .parameter import Parameter
 
 __all__ = ["Adafactor", "adafactor"]
-
-
-def _real_dense_params_and_grads(
-    group: dict[str, Any], optimizer_name: str
-) -> tuple[list[Parameter], list[Array]]:
-    """The parameters of ``group`` that have a grad, and their grads; complex parameters
-    and sparse grads are refused with torch's messages, in torch's order."""
-    params: list[Parameter] = []
-    grads: list[Array] = []
-    for p in group["params"]:
-        if p.grad is not None and np.iscomplexobj(p):
-            raise RuntimeError(f"{optimizer_name} does not support complex parameters")
-        ps, gs = _dense_params_and_grads({"params": [p]}, optimizer_name)
-        params += ps
-        grads += gs
-    return params, grads
 
 
 class Adafactor(Optimizer):
@@ -75,53 +57,40 @@ class Adafactor(Optimizer):
         }
         super().__init__(params, defaults)
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        for group in self.param_groups:
-            group.setdefault("foreach", None)
-            group.setdefault("maximize", False)
-            for p in group["params"]:
-                p_state = self.state.get(p, {})
-                if "step" in p_state:
-                    p_state["step"] = float(p_state["step"])
+    _group_flags: ClassVar[dict[str, Any]] = {
+        "foreach": None,
+        "maximize": False,
+    }
 
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        """Perform a single optimization step.
+    @staticmethod
+    def _new_state(group: dict[str, Any], p: Parameter, state: dict[str, Any]) -> None:
+        if p.ndim > 1:  # factored over the last two axes
+            state["row_var"] = np.zeros((*p.shape[:-1], 1), dtype=p.dtype)
+            state["col_var"] = np.zeros((*p.shape[:-2], 1, p.shape[-1]), p.dtype)
+        else:
+            state["variance"] = _zeros_like(p)
 
-        Args:
-            closure: a callable that re-evaluates the model and returns the loss.
-        """
-        loss = _eval_closure(closure)
-        for group in self.param_groups:
-            params, grads = _real_dense_params_and_grads(group, "Adafactor")
-            states = [self.state[p] for p in params]
-            for p, state in zip(params, states, strict=True):
-                if len(state) == 0:
-                    state["step"] = 0.0
-                    if p.ndim > 1:  # factored over the last two axes
-                        state["row_var"] = np.zeros((*p.shape[:-1], 1), dtype=p.dtype)
-                        state["col_var"] = np.zeros((*p.shape[:-2], 1, p.shape[-1]), p.dtype)
-                    else:
-                        state["variance"] = np.zeros_like(p.view(np.ndarray))
-                state["step"] += 1
-            eps1, eps2 = group["eps"]
-            adafactor(
-                params,
-                grads,
-                [s.get("row_var") for s in states],
-                [s.get("col_var") for s in states],
-                [s.get("variance") for s in states],
-                [s["step"] for s in states],
-                d=group["d"],
-                lr=group["lr"],
-                beta2_decay=group["beta2_decay"],
-                weight_decay=group["weight_decay"],
-                eps1=eps1,
-                eps2=eps2,
-                maximize=group["maximize"],
-                foreach=group["foreach"],
-            )
-        return loss
+    def _step_group(self, group: dict[str, Any]) -> None:
+        params, grads, states = self._init_group(
+            group, self._new_state, "Adafactor", real_only=True
+        )
+        eps1, eps2 = group["eps"]
+        adafactor(
+            params,
+            grads,
+            [s.get("row_var") for s in states],
+            [s.get("col_var") for s in states],
+            [s.get("variance") for s in states],
+            [s["step"] for s in states],
+            d=group["d"],
+            lr=group["lr"],
+            beta2_decay=group["beta2_decay"],
+            weight_decay=group["weight_decay"],
+            eps1=eps1,
+            eps2=eps2,
+            maximize=group["maximize"],
+            foreach=group["foreach"],
+        )
 
 
 Adafactor.__doc__ = rf"""Implements the Adafactor algorithm.

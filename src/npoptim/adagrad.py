@@ -3,8 +3,7 @@ row-sparse gradients."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -13,8 +12,8 @@ from .optimizer import (
     Optimizer,
     ParamsT,
     _check_impl_flags,
+    _check_nonnegative,
     _differentiable_doc,
-    _eval_closure,
     _foreach_doc,
     _fused_doc,
     _maximize_doc,
@@ -40,18 +39,12 @@ class Adagrad(Optimizer):
         differentiable: bool = False,
         fused: bool | None = None,
     ) -> None:
-        if not 0.0 <= lr:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if not 0.0 <= lr_decay:
-            raise ValueError(f"Invalid lr_decay value: {lr_decay}")
-        if not 0.0 <= weight_decay:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        _check_nonnegative(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay)
         if not 0.0 <= initial_accumulator_value:
             raise ValueError(
                 f"Invalid initial_accumulator_value value: {initial_accumulator_value}"
             )
-        if not 0.0 <= eps:
-            raise ValueError(f"Invalid epsilon value: {eps}")
+        _check_nonnegative(eps=eps)
         _check_impl_flags(foreach, fused, differentiable)
         defaults = {
             "lr": lr,
@@ -80,44 +73,31 @@ class Adagrad(Optimizer):
         state["step"] = 0.0
         state["sum"] = np.full_like(p.view(np.ndarray), value)
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        for group in self.param_groups:
-            group.setdefault("foreach", None)
-            group.setdefault("maximize", False)
-            group.setdefault("differentiable", False)
-            group.setdefault("fused", None)
-            for p in group["params"]:
-                p_state = self.state.get(p, {})
-                if "step" in p_state:
-                    p_state["step"] = float(p_state["step"])
+    _group_flags: ClassVar[dict[str, Any]] = {
+        "foreach": None,
+        "maximize": False,
+        "differentiable": False,
+        "fused": None,
+    }
 
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        """Perform a single optimization step.
-
-        Args:
-            closure: a callable that re-evaluates the model and returns the loss.
-        """
-        loss = _eval_closure(closure)
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            for p in params:
-                if len(self.state[p]) == 0:  # a parameter added after construction
-                    self._init_state(p)
-                self.state[p]["step"] += 1
-            adagrad(
-                params,
-                [p.grad for p in params],
-                [self.state[p]["sum"] for p in params],
-                [self.state[p]["step"] for p in params],
-                lr=group["lr"],
-                weight_decay=group["weight_decay"],
-                lr_decay=group["lr_decay"],
-                eps=group["eps"],
-                maximize=group["maximize"],
-                foreach=group["foreach"],
-            )
-        return loss
+    def _step_group(self, group: dict[str, Any]) -> None:
+        params = [p for p in group["params"] if p.grad is not None]
+        for p in params:
+            if len(self.state[p]) == 0:  # a parameter added after construction
+                self._init_state(p)
+            self.state[p]["step"] += 1
+        adagrad(
+            params,
+            [p.grad for p in params],
+            [self.state[p]["sum"] for p in params],
+            [self.state[p]["step"] for p in params],
+            lr=group["lr"],
+            weight_decay=group["weight_decay"],
+            lr_decay=group["lr_decay"],
+            eps=group["eps"],
+            maximize=group["maximize"],
+            foreach=group["foreach"],
+        )
 
 
 Adagrad.__doc__ = rf"""Implements the Adagrad algorithm.

@@ -2,8 +2,7 @@ r"""Adam, with AMSGrad, L2 or decoupled weight decay, and maximize."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -11,14 +10,15 @@ from ._kernel import Array, as_real, chunks, temporaries
 from .optimizer import (
     Optimizer,
     ParamsT,
+    _check_betas,
     _check_impl_flags,
-    _dense_params_and_grads,
+    _check_nonnegative,
     _differentiable_doc,
-    _eval_closure,
     _foreach_doc,
     _fused_doc,
     _maximize_doc,
     _params_doc,
+    _zeros_like,
 )
 from .parameter import Parameter
 
@@ -42,16 +42,9 @@ class Adam(Optimizer):
         fused: bool | None = None,
         decoupled_weight_decay: bool = False,
     ) -> None:
-        if not 0.0 <= lr:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if not 0.0 <= eps:
-            raise ValueError(f"Invalid epsilon value: {eps}")
-        if not 0.0 <= betas[0] < 1.0:
-            raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
-        if not 0.0 <= betas[1] < 1.0:
-            raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
-        if not 0.0 <= weight_decay:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        _check_nonnegative(lr=lr, eps=eps)
+        _check_betas(betas)
+        _check_nonnegative(weight_decay=weight_decay)
         if not (isinstance(betas[0], float) and isinstance(betas[1], float)):
             raise ValueError("betas must be either both floats or both Tensors")
         _check_impl_flags(foreach, fused, differentiable)
@@ -70,61 +63,46 @@ class Adam(Optimizer):
         }
         super().__init__(params, defaults)
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        for group in self.param_groups:
-            group.setdefault("amsgrad", False)
-            group.setdefault("maximize", False)
-            group.setdefault("foreach", None)
-            group.setdefault("capturable", False)
-            group.setdefault("differentiable", False)
-            group.setdefault("decoupled_weight_decay", False)
-            group.setdefault("fused", None)
-            for p in group["params"]:
-                p_state = self.state.get(p, {})
-                if "step" in p_state:
-                    p_state["step"] = float(p_state["step"])
+    _group_flags: ClassVar[dict[str, Any]] = {
+        "amsgrad": False,
+        "maximize": False,
+        "foreach": None,
+        "capturable": False,
+        "differentiable": False,
+        "decoupled_weight_decay": False,
+        "fused": None,
+    }
 
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        """Perform a single optimization step.
+    @staticmethod
+    def _new_state(group: dict[str, Any], p: Parameter, state: dict[str, Any]) -> None:
+        state["exp_avg"] = _zeros_like(p)
+        state["exp_avg_sq"] = _zeros_like(p)
+        if group["amsgrad"]:
+            state["max_exp_avg_sq"] = _zeros_like(p)
 
-        Args:
-            closure: a callable that re-evaluates the model and returns the loss.
-        """
-        loss = _eval_closure(closure)
-        for group in self.param_groups:
-            # torch names Adam in this message for AdamW too.
-            params, grads = _dense_params_and_grads(
-                group, "Adam", ", please consider SparseAdam instead"
-            )
-            states = [self.state[p] for p in params]
-            for p, state in zip(params, states, strict=True):
-                if len(state) == 0:
-                    state["step"] = 0.0
-                    state["exp_avg"] = np.zeros_like(p.view(np.ndarray))
-                    state["exp_avg_sq"] = np.zeros_like(p.view(np.ndarray))
-                    if group["amsgrad"]:
-                        state["max_exp_avg_sq"] = np.zeros_like(p.view(np.ndarray))
-                state["step"] += 1
-            beta1, beta2 = group["betas"]
-            adam(
-                params,
-                grads,
-                [s["exp_avg"] for s in states],
-                [s["exp_avg_sq"] for s in states],
-                [s["max_exp_avg_sq"] for s in states] if group["amsgrad"] else [],
-                [s["step"] for s in states],
-                amsgrad=group["amsgrad"],
-                beta1=beta1,
-                beta2=beta2,
-                lr=group["lr"],
-                weight_decay=group["weight_decay"],
-                eps=group["eps"],
-                maximize=group["maximize"],
-                decoupled_weight_decay=group["decoupled_weight_decay"],
-                foreach=group["foreach"],
-            )
-        return loss
+    def _step_group(self, group: dict[str, Any]) -> None:
+        # torch names Adam in this message for AdamW too.
+        params, grads, states = self._init_group(
+            group, self._new_state, "Adam", sparse_hint=", please consider SparseAdam instead"
+        )
+        beta1, beta2 = group["betas"]
+        adam(
+            params,
+            grads,
+            [s["exp_avg"] for s in states],
+            [s["exp_avg_sq"] for s in states],
+            [s["max_exp_avg_sq"] for s in states] if group["amsgrad"] else [],
+            [s["step"] for s in states],
+            amsgrad=group["amsgrad"],
+            beta1=beta1,
+            beta2=beta2,
+            lr=group["lr"],
+            weight_decay=group["weight_decay"],
+            eps=group["eps"],
+            maximize=group["maximize"],
+            decoupled_weight_decay=group["decoupled_weight_decay"],
+            foreach=group["foreach"],
+        )
 
 
 Adam.__doc__ = rf"""Implements the Adam algorithm.

@@ -2,8 +2,7 @@ r"""Averaged stochastic gradient descent, with weight decay and maximize."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -12,12 +11,12 @@ from .optimizer import (
     Optimizer,
     ParamsT,
     _check_impl_flags,
-    _dense_params_and_grads,
+    _check_nonnegative,
     _differentiable_doc,
-    _eval_closure,
     _foreach_doc,
     _maximize_doc,
     _params_doc,
+    _zeros_like,
 )
 from .parameter import Parameter
 
@@ -43,10 +42,7 @@ class ASGD(Optimizer):
         differentiable: bool = False,
         capturable: bool = False,
     ) -> None:
-        if not 0.0 <= lr:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if not 0.0 <= weight_decay:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        _check_nonnegative(lr=lr, weight_decay=weight_decay)
         _check_impl_flags(foreach, None, differentiable)
         defaults = {
             "lr": lr,
@@ -61,56 +57,49 @@ class ASGD(Optimizer):
         }
         super().__init__(params, defaults)
 
+    _group_flags: ClassVar[dict[str, Any]] = {
+        "foreach": None,
+        "maximize": False,
+        "differentiable": False,
+        "capturable": False,
+    }
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         for group in self.param_groups:
-            group.setdefault("foreach", None)
-            group.setdefault("maximize", False)
-            group.setdefault("differentiable", False)
-            group.setdefault("capturable", False)
             for p in group["params"]:
                 p_state = self.state.get(p, {})
-                for key in ("step", "eta", "mu"):
+                for key in ("eta", "mu"):  # float32 values kept as Python floats
                     if key in p_state:
                         p_state[key] = float(p_state[key])
 
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        """Perform a single optimization step.
+    @staticmethod
+    def _new_state(group: dict[str, Any], p: Parameter, state: dict[str, Any]) -> None:
+        state["eta"] = _float32(group["lr"])
+        state["mu"] = 1.0
+        state["ax"] = _zeros_like(p)
 
-        Args:
-            closure: a callable that re-evaluates the model and returns the loss.
-        """
-        loss = _eval_closure(closure)
-        for group in self.param_groups:
-            params, grads = _dense_params_and_grads(group, type(self).__name__)
-            states = [self.state[p] for p in params]
-            for p, state in zip(params, states, strict=True):
-                if len(state) == 0:
-                    state["step"] = 0.0
-                    state["eta"] = _float32(group["lr"])
-                    state["mu"] = 1.0
-                    state["ax"] = np.zeros_like(p.view(np.ndarray))
-                state["step"] += 1
-            etas = [s["eta"] for s in states]
-            mus = [s["mu"] for s in states]
-            asgd(
-                params,
-                grads,
-                [s["ax"] for s in states],
-                mus,
-                etas,
-                [s["step"] for s in states],
-                lambd=group["lambd"],
-                lr=group["lr"],
-                t0=group["t0"],
-                alpha=group["alpha"],
-                weight_decay=group["weight_decay"],
-                maximize=group["maximize"],
-                foreach=group["foreach"],
-            )
-            for state, eta, mu in zip(states, etas, mus, strict=True):
-                state["eta"], state["mu"] = eta, mu
-        return loss
+    def _step_group(self, group: dict[str, Any]) -> None:
+        params, grads, states = self._init_group(group, self._new_state, "ASGD")
+        etas = [s["eta"] for s in states]
+        mus = [s["mu"] for s in states]
+        asgd(
+            params,
+            grads,
+            [s["ax"] for s in states],
+            mus,
+            etas,
+            [s["step"] for s in states],
+            lambd=group["lambd"],
+            lr=group["lr"],
+            t0=group["t0"],
+            alpha=group["alpha"],
+            weight_decay=group["weight_decay"],
+            maximize=group["maximize"],
+            foreach=group["foreach"],
+        )
+        for state, eta, mu in zip(states, etas, mus, strict=True):
+            state["eta"], state["mu"] = eta, mu
 
 
 ASGD.__doc__ = rf"""Implements averaged stochastic gradient descent.

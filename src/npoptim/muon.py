@@ -3,13 +3,12 @@ r"""Muon: momentum whose update is orthogonalized by a Newton–Schulz iteration
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from ._kernel import Array
-from .adafactor import _real_dense_params_and_grads
-from .optimizer import Optimizer, ParamsT, _eval_closure, _params_doc
+from .optimizer import Optimizer, ParamsT, _dense_params_and_grads, _params_doc
 from .parameter import Parameter
 
 __all__ = ["Muon", "muon"]
@@ -62,33 +61,25 @@ class Muon(Optimizer):
                         f"size: {p.shape}"
                     )
 
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        """Perform a single optimization step.
-
-        Args:
-            closure: a callable that re-evaluates the model and returns the loss.
-        """
-        loss = _eval_closure(closure)
-        for group in self.param_groups:
-            params, grads = _real_dense_params_and_grads(group, "Muon")
-            states = [self.state[p] for p in params]
-            for g, state in zip(grads, states, strict=True):
-                if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = np.zeros_like(g)
-            muon(
-                params,
-                grads,
-                [s["momentum_buffer"] for s in states],
-                lr=group["lr"],
-                weight_decay=group["weight_decay"],
-                momentum=group["momentum"],
-                nesterov=group["nesterov"],
-                ns_coefficients=group["ns_coefficients"],
-                ns_steps=group["ns_steps"],
-                eps=group["eps"],
-                adjust_lr_fn=group["adjust_lr_fn"],
-            )
-        return loss
+    def _step_group(self, group: dict[str, Any]) -> None:
+        params, grads = _dense_params_and_grads(group, "Muon", real_only=True)
+        states = [self.state[p] for p in params]
+        for g, state in zip(grads, states, strict=True):
+            if "momentum_buffer" not in state:
+                state["momentum_buffer"] = np.zeros_like(g)
+        muon(
+            params,
+            grads,
+            [s["momentum_buffer"] for s in states],
+            lr=group["lr"],
+            weight_decay=group["weight_decay"],
+            momentum=group["momentum"],
+            nesterov=group["nesterov"],
+            ns_coefficients=group["ns_coefficients"],
+            ns_steps=group["ns_steps"],
+            eps=group["eps"],
+            adjust_lr_fn=group["adjust_lr_fn"],
+        )
 
 
 Muon.__doc__ = rf"""Implements the Muon algorithm.

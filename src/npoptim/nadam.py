@@ -2,8 +2,7 @@ r"""NAdam: Adam with Nesterov momentum, with L2 or decoupled weight decay."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -11,13 +10,14 @@ from ._kernel import Array, as_real, chunks, temporaries
 from .optimizer import (
     Optimizer,
     ParamsT,
+    _check_betas,
     _check_impl_flags,
-    _dense_params_and_grads,
+    _check_nonnegative,
     _differentiable_doc,
-    _eval_closure,
     _foreach_doc,
     _maximize_doc,
     _params_doc,
+    _zeros_like,
 )
 from .parameter import Parameter
 
@@ -40,18 +40,9 @@ class NAdam(Optimizer):
         capturable: bool = False,
         differentiable: bool = False,
     ) -> None:
-        if not 0.0 <= lr:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if not 0.0 <= eps:
-            raise ValueError(f"Invalid epsilon value: {eps}")
-        if not 0.0 <= betas[0] < 1.0:
-            raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
-        if not 0.0 <= betas[1] < 1.0:
-            raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
-        if not 0.0 <= weight_decay:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
-        if not 0.0 <= momentum_decay:
-            raise ValueError(f"Invalid momentum_decay value: {momentum_decay}")
+        _check_nonnegative(lr=lr, eps=eps)
+        _check_betas(betas)
+        _check_nonnegative(weight_decay=weight_decay, momentum_decay=momentum_decay)
         _check_impl_flags(foreach, None, differentiable)
         defaults = {
             "lr": lr,
@@ -67,60 +58,51 @@ class NAdam(Optimizer):
         }
         super().__init__(params, defaults)
 
+    _group_flags: ClassVar[dict[str, Any]] = {
+        "maximize": False,
+        "foreach": None,
+        "capturable": False,
+        "differentiable": False,
+        "decoupled_weight_decay": False,
+    }
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         for group in self.param_groups:
-            group.setdefault("maximize", False)
-            group.setdefault("foreach", None)
-            group.setdefault("capturable", False)
-            group.setdefault("differentiable", False)
-            group.setdefault("decoupled_weight_decay", False)
             for p in group["params"]:
                 p_state = self.state.get(p, {})
-                if "step" in p_state:
-                    p_state["step"] = float(p_state["step"])
                 if "mu_product" in p_state:  # held at float32 precision, as torch does
                     p_state["mu_product"] = float(np.float32(p_state["mu_product"]))
 
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        """Perform a single optimization step.
+    @staticmethod
+    def _new_state(group: dict[str, Any], p: Parameter, state: dict[str, Any]) -> None:
+        state["mu_product"] = 1.0
+        state["exp_avg"] = _zeros_like(p)
+        state["exp_avg_sq"] = _zeros_like(p)
 
-        Args:
-            closure: a callable that re-evaluates the model and returns the loss.
-        """
-        loss = _eval_closure(closure)
-        for group in self.param_groups:
-            params, grads = _dense_params_and_grads(group, "NAdam")
-            states = [self.state[p] for p in params]
-            for p, state in zip(params, states, strict=True):
-                if len(state) == 0:
-                    state["step"] = 0.0
-                    state["mu_product"] = 1.0
-                    state["exp_avg"] = np.zeros_like(p.view(np.ndarray))
-                    state["exp_avg_sq"] = np.zeros_like(p.view(np.ndarray))
-                state["step"] += 1
-            mu_products = [s["mu_product"] for s in states]
-            beta1, beta2 = group["betas"]
-            nadam(
-                params,
-                grads,
-                [s["exp_avg"] for s in states],
-                [s["exp_avg_sq"] for s in states],
-                mu_products,
-                [s["step"] for s in states],
-                beta1=beta1,
-                beta2=beta2,
-                lr=group["lr"],
-                weight_decay=group["weight_decay"],
-                momentum_decay=group["momentum_decay"],
-                eps=group["eps"],
-                maximize=group["maximize"],
-                decoupled_weight_decay=group["decoupled_weight_decay"],
-                foreach=group["foreach"],
-            )
-            for state, mu_product in zip(states, mu_products, strict=True):
-                state["mu_product"] = mu_product
-        return loss
+    def _step_group(self, group: dict[str, Any]) -> None:
+        params, grads, states = self._init_group(group, self._new_state, "NAdam")
+        mu_products = [s["mu_product"] for s in states]
+        beta1, beta2 = group["betas"]
+        nadam(
+            params,
+            grads,
+            [s["exp_avg"] for s in states],
+            [s["exp_avg_sq"] for s in states],
+            mu_products,
+            [s["step"] for s in states],
+            beta1=beta1,
+            beta2=beta2,
+            lr=group["lr"],
+            weight_decay=group["weight_decay"],
+            momentum_decay=group["momentum_decay"],
+            eps=group["eps"],
+            maximize=group["maximize"],
+            decoupled_weight_decay=group["decoupled_weight_decay"],
+            foreach=group["foreach"],
+        )
+        for state, mu_product in zip(states, mu_products, strict=True):
+            state["mu_product"] = mu_product
 
 
 NAdam.__doc__ = rf"""Implements the NAdam algorithm.

@@ -14,7 +14,7 @@ import warnings
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable
 from copy import deepcopy
-from typing import Any, TypeVar, Union, cast
+from typing import Any, ClassVar, TypeVar, Union, cast
 
 import numpy as np
 
@@ -207,10 +207,21 @@ class Optimizer:
     def __getstate__(self) -> dict[str, Any]:
         return {"defaults": self.defaults, "state": self.state, "param_groups": self.param_groups}
 
+    #: Group flags that state saved by an older version may lack, with their defaults;
+    #: :meth:`__setstate__` fills them in (torch's subclasses do this one by one).
+    _group_flags: ClassVar[dict[str, Any]] = {}
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._init_hooks()
         self.defaults.setdefault("differentiable", False)
+        for group in self.param_groups:
+            for key, value in self._group_flags.items():
+                group.setdefault(key, value)
+            for p in group["params"]:
+                p_state = self.state.get(p)
+                if p_state and "step" in p_state:
+                    p_state["step"] = float(p_state["step"])
 
     def __repr__(self) -> str:
         text = self.__class__.__name__ + " ("
@@ -310,8 +321,52 @@ class Optimizer:
                     p.grad.fill(0)
 
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        """Perform one optimization step; returns the closure's loss when one is given."""
+        """Perform a single optimization step.
+
+        Args:
+            closure: a callable that re-evaluates the model (setting the grads) and returns
+                the loss; optional for every optimizer but LBFGS.
+
+        Returns:
+            The closure's loss, or None without a closure.
+        """
+        loss = _eval_closure(closure)
+        for group in self.param_groups:
+            self._step_group(group)
+        return loss
+
+    step = _hooked_step(step)
+
+    def _step_group(self, group: dict[str, Any]) -> None:
+        """Update the parameters of one group (what an algorithm implements)."""
         raise NotImplementedError
+
+    def _init_group(
+        self,
+        group: dict[str, Any],
+        init_state: Callable[[dict[str, Any], Parameter, dict[str, Any]], None],
+        name: str,
+        *,
+        sparse_hint: str = "",
+        real_only: bool = False,
+    ) -> tuple[list[Parameter], list[np.ndarray[Any, Any]], list[dict[str, Any]]]:
+        """The parameters of ``group`` that have a grad, their grads and their states.
+
+        A parameter's state is created on its first step (``step`` = 0.0, then
+        ``init_state(group, p, state)`` adds the algorithm's arrays), and ``step`` is counted
+        here, so the kernel sees the number of the step it performs. Sparse grads (and, with
+        ``real_only``, complex parameters) are refused with torch's messages naming ``name``.
+        """
+        params, grads = _dense_params_and_grads(group, name, sparse_hint, real_only)
+        states = []
+        for p in params:
+            state = self.state[p]
+            if len(state) == 0:
+                state["step"] = 0.0
+                init_state(group, p, state)
+            state["step"] += 1
+            states.append(state)
+        return params, grads, states
 
     # ---------------------------------------------------------------- state dicts
     def state_dict(self) -> StateDict:
@@ -495,18 +550,46 @@ def _check_impl_flags(foreach: bool | None, fused: bool | None, differentiable: 
 
 
 def _dense_params_and_grads(
-    group: dict[str, Any], optimizer_name: str, hint: str = ""
+    group: dict[str, Any], optimizer_name: str, hint: str = "", real_only: bool = False
 ) -> tuple[list[Parameter], list[np.ndarray[Any, Any]]]:
-    """The parameters of ``group`` that have a grad, and their grads; sparse grads are
-    refused with torch's message."""
+    """The parameters of ``group`` that have a grad, and their grads; sparse grads (and, with
+    ``real_only``, complex parameters) are refused with torch's messages, in torch's order."""
     params: list[Parameter] = []
     grads: list[np.ndarray[Any, Any]] = []
     for p in group["params"]:
         grad = p.grad
         if grad is None:
             continue
+        if real_only and np.iscomplexobj(p):
+            raise RuntimeError(f"{optimizer_name} does not support complex parameters")
         if isinstance(grad, SparseGrad):
             raise RuntimeError(f"{optimizer_name} does not support sparse gradients{hint}")
         params.append(p)
         grads.append(grad)
     return params, grads
+
+
+_INVALID = {"lr": "Invalid learning rate: {}", "eps": "Invalid epsilon value: {}"}
+
+
+def _check_nonnegative(**values: float) -> None:
+    """torch's range checks, in the order given: each value must be >= 0 (NaN is refused).
+
+    Messages are torch's: "Invalid learning rate: -1", "Invalid epsilon value: ...",
+    "Invalid <name> value: ..." for the others.
+    """
+    for name, value in values.items():
+        if not 0.0 <= value:
+            raise ValueError(_INVALID.get(name, f"Invalid {name} value: {{}}").format(value))
+
+
+def _check_betas(betas: tuple[float, float]) -> None:
+    """torch's check that each beta lies in [0, 1)."""
+    for index, beta in enumerate(betas):
+        if not 0.0 <= beta < 1.0:
+            raise ValueError(f"Invalid beta parameter at index {index}: {beta}")
+
+
+def _zeros_like(p: Parameter) -> np.ndarray[Any, Any]:
+    """A plain zero array of the parameter's shape, dtype and memory layout (new state)."""
+    return np.zeros_like(p.view(np.ndarray))

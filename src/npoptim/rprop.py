@@ -2,8 +2,8 @@ r"""Rprop: resilient backpropagation, a per-element step size driven by gradient
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -12,12 +12,12 @@ from .optimizer import (
     Optimizer,
     ParamsT,
     _check_impl_flags,
-    _dense_params_and_grads,
+    _check_nonnegative,
     _differentiable_doc,
-    _eval_closure,
     _foreach_doc,
     _maximize_doc,
     _params_doc,
+    _zeros_like,
 )
 from .parameter import Parameter
 
@@ -37,8 +37,7 @@ class Rprop(Optimizer):
         maximize: bool = False,
         differentiable: bool = False,
     ) -> None:
-        if not 0.0 <= lr:
-            raise ValueError(f"Invalid learning rate: {lr}")
+        _check_nonnegative(lr=lr)
         if not 0.0 < etas[0] < 1.0 < etas[1]:
             raise ValueError(f"Invalid eta values: {etas[0]}, {etas[1]}")
         _check_impl_flags(foreach, None, differentiable)
@@ -53,53 +52,38 @@ class Rprop(Optimizer):
         }
         super().__init__(params, defaults)
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        for group in self.param_groups:
-            group.setdefault("foreach", None)
-            group.setdefault("maximize", False)
-            group.setdefault("differentiable", False)
-            group.setdefault("capturable", False)
-            for p in group["params"]:
-                p_state = self.state.get(p, {})
-                if "step" in p_state:
-                    p_state["step"] = float(p_state["step"])
+    _group_flags: ClassVar[dict[str, Any]] = {
+        "foreach": None,
+        "maximize": False,
+        "differentiable": False,
+        "capturable": False,
+    }
 
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        """Perform a single optimization step.
+    @staticmethod
+    def _new_state(group: dict[str, Any], p: Parameter, state: dict[str, Any]) -> None:
+        lr = group["lr"]
+        state["prev"] = _zeros_like(p)
+        # a complex element is two reals, each with its own step size
+        first = complex(lr, lr) if np.iscomplexobj(p) else lr
+        state["step_size"] = np.full_like(p.view(np.ndarray), first)
 
-        Args:
-            closure: a callable that re-evaluates the model and returns the loss.
-        """
-        loss = _eval_closure(closure)
-        for group in self.param_groups:
-            params, grads = _dense_params_and_grads(group, "Rprop")
-            states = [self.state[p] for p in params]
-            for p, state in zip(params, states, strict=True):
-                if len(state) == 0:
-                    lr = group["lr"]
-                    state["step"] = 0.0
-                    state["prev"] = np.zeros_like(p.view(np.ndarray))
-                    # a complex element is two reals, each with its own step size
-                    first = complex(lr, lr) if np.iscomplexobj(p) else lr
-                    state["step_size"] = np.full_like(p.view(np.ndarray), first)
-                state["step"] += 1
-            step_size_min, step_size_max = group["step_sizes"]
-            etaminus, etaplus = group["etas"]
-            rprop(
-                params,
-                grads,
-                [s["prev"] for s in states],
-                [s["step_size"] for s in states],
-                [s["step"] for s in states],
-                step_size_min=step_size_min,
-                step_size_max=step_size_max,
-                etaminus=etaminus,
-                etaplus=etaplus,
-                maximize=group["maximize"],
-                foreach=group["foreach"],
-            )
-        return loss
+    def _step_group(self, group: dict[str, Any]) -> None:
+        params, grads, states = self._init_group(group, self._new_state, "Rprop")
+        step_size_min, step_size_max = group["step_sizes"]
+        etaminus, etaplus = group["etas"]
+        rprop(
+            params,
+            grads,
+            [s["prev"] for s in states],
+            [s["step_size"] for s in states],
+            [s["step"] for s in states],
+            step_size_min=step_size_min,
+            step_size_max=step_size_max,
+            etaminus=etaminus,
+            etaplus=etaplus,
+            maximize=group["maximize"],
+            foreach=group["foreach"],
+        )
 
 
 Rprop.__doc__ = rf"""Implements the resilient backpropagation algorithm.
