@@ -20,6 +20,7 @@ from .clip_grad import (
     parameters_to_vector,
     vector_to_parameters,
 )
+from .lbfgs import LBFGS
 from .muon import Muon
 from .nadam import NAdam
 from .optimizer import (
@@ -35,11 +36,13 @@ from .rmsprop import RMSprop
 from .rprop import Rprop
 from .serialization import CheckpointError, load, save
 from .sgd import SGD
+from .sparse_adam import SparseAdam
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ASGD",
+    "LBFGS",
     "SGD",
     "Adadelta",
     "Adafactor",
@@ -56,6 +59,7 @@ __all__ = [
     "RMSprop",
     "RemovableHandle",
     "Rprop",
+    "SparseAdam",
     "SparseGrad",
     "clip_grad_norm_",
     "clip_grad_value_",

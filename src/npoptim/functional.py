@@ -17,6 +17,7 @@ from .radam import radam
 from .rmsprop import rmsprop
 from .rprop import rprop
 from .sgd import sgd
+from .sparse_adam import sparse_adam
 
 __all__ = [
     "adadelta",
@@ -32,4 +33,5 @@ __all__ = [
     "rmsprop",
     "rprop",
     "sgd",
+    "sparse_adam",
 ]

@@ -99,10 +99,17 @@ class SparseGrad:
         """A copy with sorted, unique indices; the values of duplicate rows are summed."""
         if self._coalesced:
             return SparseGrad(self.indices.copy(), self.values.copy(), self.shape, _coalesced=True)
-        rows, inverse = np.unique(self.indices, return_inverse=True)
-        summed = np.zeros((rows.shape[0], *self.shape[1:]), dtype=self.values.dtype)
-        np.add.at(summed, inverse.reshape(-1), self.values)
-        return SparseGrad(rows, summed, self.shape, _coalesced=True)
+        order = np.argsort(self.indices, kind="stable")  # duplicates keep their order
+        rows = self.indices[order]
+        values = self.values[order]
+        first = np.concatenate(([True], rows[1:] != rows[:-1]))  # first entry of each row
+        if not first.all():
+            # Sum each row's entries one after the other, in the order given (as torch does).
+            run = np.cumsum(first) - 1
+            summed = values[first]
+            np.add.at(summed, run[~first], values[~first])
+            rows, values = rows[first], summed
+        return SparseGrad(rows, values, self.shape, _coalesced=True)
 
     def to_dense(self) -> np.ndarray[Any, Any]:
         """The dense gradient: zeros except the listed rows, duplicates summed."""
