@@ -487,7 +487,7 @@ def test_failing_rename_leaves_previous_file_and_no_temp_file(
     assert_untouched(existing)
 
 
-def test_save_writes_a_temp_file_in_the_target_folder_and_fsyncs_it(
+def test_save_fsyncs_a_temp_file_in_the_target_folder_then_renames_it_and_fsyncs_the_folder(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     events: list[tuple[str, str]] = []
@@ -497,8 +497,10 @@ def test_save_writes_a_temp_file_in_the_target_folder_and_fsyncs_it(
         os, "replace", lambda src, dst: (events.append(("replace", src)), real_replace(src, dst))
     )
     save([1], tmp_path / "ckpt.npz")
-    assert events[0] == ("fsync", "")
+    assert events[0] == ("fsync", "")  # the temporary file, before it is renamed
     assert events[1][0] == "replace" and os.path.dirname(events[1][1]) == str(tmp_path)
+    if sys.platform != "win32":
+        assert events[2:] == [("fsync", "")]  # the folder, so that the rename is durable
 
 
 def test_save_to_a_missing_folder_raises_file_not_found(tmp_path: pathlib.Path) -> None:
@@ -645,6 +647,8 @@ def test_repeated_json_keys_raise_checkpoint_error() -> None:
     ("node", "message"),
     [
         ({"t": "pickle", "v": "x"}, "known type tag"),
+        ({"t": ["list"], "v": []}, "known type tag"),
+        ({"t": "scalar", "dtype": ["float32"], "v": "0000803f"}, "unsupported dtype"),
         ({"t": "int", "v": 3}, "invalid value for a node of type int"),
         ({"t": "int", "v": "0x1_0"}, "invalid value for a node of type int"),
         ({"t": "float", "v": "3ff0"}, "invalid value for a node of type float"),
@@ -727,6 +731,38 @@ def test_array_member_with_missing_data_raises_checkpoint_error() -> None:
     members = members_of(data)
     members["arr_0.npy"] = members["arr_0.npy"][:-8]
     with pytest.raises(CheckpointError, match="does not hold exactly 6 values"):
+        load_bytes(build_archive(members))
+
+
+def test_member_claiming_more_bytes_than_the_archive_holds_is_refused_before_reading() -> None:
+    data = bytearray(to_bytes(np.zeros(2)))
+    entry = data.rindex(b"PK\x01\x02")  # the central directory entry of arr_0.npy
+    assert data[entry + 46 : entry + 55] == b"arr_0.npy"
+    data[entry + 24 : entry + 28] = struct.pack("<I", 2**31)  # its uncompressed size
+    with pytest.raises(CheckpointError, match="claims 2147483648 bytes"):
+        load_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        (b"{[]: 1}", "malformed .npy header"),
+        (b"(((", "malformed .npy header"),
+        (b"{'descr': '<f8', 'fortran_order': False, 'shape': (True,)}", r"invalid shape \(True,\)"),
+        (b"{'descr': '<f8', 'fortran_order': False, 'shape': (-1,)}", r"invalid shape \(-1,\)"),
+        (b"{'descr': '|O', 'fortran_order': False, 'shape': (1,)}", "has dtype object"),
+        (b"{'descr': '<f8', 'fortran_order': False, 'shape': 10**10}", "malformed .npy header"),
+        (b"{'descr': (), 'fortran_order': False, 'shape': (1,)}", "malformed .npy header"),
+    ],
+)
+def test_malformed_npy_headers_raise_checkpoint_error(header: bytes, message: str) -> None:
+    members = members_of(to_bytes(np.zeros(1)))
+    payload = members["arr_0.npy"]
+    length = struct.unpack("<H", payload[8:10])[0]
+    members["arr_0.npy"] = (
+        payload[:8] + struct.pack("<H", len(header)) + header + payload[10 + length :]
+    )
+    with pytest.raises(CheckpointError, match=message):
         load_bytes(build_archive(members))
 
 

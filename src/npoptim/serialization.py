@@ -215,6 +215,8 @@ def save(obj: object, f: PathOrFile) -> None:
     Raises:
         TypeError: a value, dict key or array dtype is not supported; the message names its
             key path from ``obj``. Nothing has been written.
+        ValueError: a list, tuple or dict contains itself. Nothing has been written.
+        OSError: writing failed; a file at the path ``f`` is left as it was.
 
     Example:
         >>> save({"optimizer": {"state": {}, "param_groups": []}}, "ckpt.npz")  # doctest: +SKIP
@@ -242,7 +244,7 @@ def save(obj: object, f: PathOrFile) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    with contextlib.suppress(OSError, AttributeError):  # directories can't be opened on Windows
+    with contextlib.suppress(OSError):  # some systems can't open or fsync a directory
         dir_fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
         try:
             os.fsync(dir_fd)
@@ -321,7 +323,7 @@ def _read_archive(fh: IO[bytes]) -> Any:
     except CheckpointError:
         raise
     except RecursionError as e:
-        raise CheckpointError("invalid checkpoint: manifest is nested too deeply") from e
+        raise CheckpointError("invalid checkpoint: nested too deeply") from e
     except _READ_ERRORS as e:
         raise CheckpointError(f"invalid checkpoint: {type(e).__name__}: {e}") from e
 
@@ -418,9 +420,14 @@ class _Decoder:
             if version not in ((1, 0), (2, 0)):
                 _fail(f"member {name} has unsupported .npy version {version}")
             header = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
-            header_shape, fortran, header_dtype = header(member)
+            try:
+                header_shape, fortran, header_dtype = header(member)
+            except Exception as e:  # numpy's parser raises many types on a hostile header
+                _fail(f"member {name} has a malformed .npy header: {e}")
             if header_dtype.fields is not None or header_dtype.newbyteorder("=") != dtype:
                 _fail(f"member {name} has dtype {header_dtype}, the manifest says {dtype}")
+            if not all(type(n) is int and n >= 0 for n in header_shape):
+                _fail(f"member {name} has an invalid shape {header_shape}")
             if shape not in (None, header_shape) or (shape is None and len(header_shape) != 1):
                 _fail(f"member {name} has shape {header_shape}, the manifest says {shape}")
             count = math.prod(header_shape)
