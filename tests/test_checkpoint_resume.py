@@ -231,22 +231,9 @@ def assert_identical(actual: Any, expected: Any, path: str = "") -> None:
 OPTIMIZER_CASES = list(optimizer_cases(("float64", "float32", "complex128")))
 
 
-def _checkpoint_marks(case: Case) -> list[Any]:
-    if case.problem == "sparse" and case.name == "SGD" and case.kwargs.get("momentum", 0) != 0:
-        return [
-            pytest.mark.xfail(
-                raises=TypeError,
-                strict=True,
-                reason="npoptim.save cannot store a SparseGrad (SGD's momentum buffer with "
-                "sparse gradients)",
-            )
-        ]
-    return []
-
-
 @pytest.mark.parametrize(
     "case",
-    [Case(**{**vars(c), "marks": _checkpoint_marks(c)}).param() for c in OPTIMIZER_CASES],
+    [c.param() for c in OPTIMIZER_CASES],
 )
 def test_optimizer_resumed_from_disk_continues_bit_for_bit(case: Case, tmp_path: Path) -> None:
     save, load = serialization()

@@ -18,6 +18,7 @@ import numpy as np
 import numpy.lib.format as npy
 import pytest
 
+from npoptim.parameter import SparseGrad
 from npoptim.serialization import CheckpointError, load, save
 
 NUMERIC_DTYPES = [
@@ -789,3 +790,35 @@ def test_duplicate_member_names_raise_checkpoint_error() -> None:
             zf.writestr(name, payload)
     with pytest.raises(CheckpointError, match="same name"):
         load_bytes(buffer.getvalue())
+
+
+def test_sparse_gradients_round_trip(tmp_path: pathlib.Path) -> None:
+    grad = SparseGrad(np.array([4, 1, 4]), np.arange(6.0).reshape(3, 2), (5, 2))
+    save({"momentum_buffer": grad}, tmp_path / "sparse.npz")
+    loaded = load(tmp_path / "sparse.npz")["momentum_buffer"]
+    assert isinstance(loaded, SparseGrad) and loaded.shape == (5, 2)
+    np.testing.assert_array_equal(loaded.indices, grad.indices)
+    np.testing.assert_array_equal(loaded.values, grad.values)
+    assert loaded.values.dtype == grad.values.dtype
+
+
+def test_an_invalid_sparse_gradient_in_a_file_raises_checkpoint_error(
+    tmp_path: pathlib.Path,
+) -> None:
+    # indices out of range for the shape: refused by SparseGrad, reported as a bad file
+    path = tmp_path / "bad.npz"
+    save({"g": SparseGrad(np.array([4]), np.ones((1, 2)), (5, 2))}, path)
+    with zipfile.ZipFile(path) as zf:
+        members = {name: zf.read(name) for name in zf.namelist()}
+    manifest = json.loads(np.load(io.BytesIO(members["__manifest__.npy"])).tobytes())
+    shape_node = manifest["root"]["v"][0][1]["v"][2]
+    shape_node["v"][0] = {"t": "int", "v": hex(2)}
+    text = np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8)
+    buf = io.BytesIO()
+    np.save(buf, text)
+    members["__manifest__.npy"] = buf.getvalue()
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    with pytest.raises(CheckpointError, match="invalid sparse gradient"):
+        load(path)

@@ -19,6 +19,7 @@ and every array of the saved object is a member ``arr_<i>.npy``. A node is a JSO
 ``dict``   ``{"t": "dict", "v": [[<int or str node>, <node>], ...]}``, in insertion order
 ``scalar`` ``{"t": "scalar", "dtype": "float32", "v": "0000803f"}``: little-endian bytes
 ``array``  ``{"t": "array", "dtype": "float32", "shape": [3, 4], "name": "arr_0"}``
+``sparse`` ``{"t": "sparse", "v": [<indices>, <values>, <shape tuple>]}``: a ``SparseGrad``
 =========  ===========================================================================
 
 Supported dtypes are bool, int8-64, uint8-64, float16/32/64 and complex64/128. Arrays are
@@ -75,6 +76,8 @@ from typing import IO, Any, Literal, NoReturn, cast
 import numpy as np
 import numpy.lib.format as npy
 
+from .parameter import SparseGrad
+
 FORMAT = "npoptim-checkpoint"
 VERSION = 1
 _MANIFEST = "__manifest__.npy"
@@ -108,6 +111,7 @@ _FIELDS = {
     "dict": {"t", "v"},
     "scalar": {"t", "dtype", "v"},
     "array": {"t", "dtype", "shape", "name"},
+    "sparse": {"t", "v"},
 }
 _INT = re.compile(r"-?0x[0-9a-f]+")
 _FLOAT = re.compile(r"[0-9a-f]{16}")
@@ -170,6 +174,9 @@ class _Encoder:
                 )
             raw = np.asarray(x).astype(x.dtype.newbyteorder("<")).tobytes()
             return {"t": "scalar", "dtype": name, "v": raw.hex()}
+        if isinstance(x, SparseGrad):
+            parts = (x.indices, x.values, tuple(x.shape))
+            return {"t": "sparse", "v": [self.encode(v, path) for v in parts]}
         if x is None:
             return {"t": "none"}
         if kind is bool or kind is str:
@@ -387,6 +394,16 @@ class _Decoder:
                     bad(f"dict key {reprlib.repr(key)} is not an int or str, or is repeated")
                 result[key] = self.decode(item[1], (*path, key))
             return result
+        if tag == "sparse" and type(value) is list and len(value) == 3:
+            indices, values, shape = (self.decode(v, path) for v in value)
+            if not (isinstance(indices, np.ndarray) and isinstance(values, np.ndarray)):
+                bad("a sparse gradient needs index and value arrays")
+            if type(shape) is not tuple or not all(type(n) is int for n in shape):
+                bad(f"a sparse gradient's shape must be a tuple of ints, got {reprlib.repr(shape)}")
+            try:
+                return SparseGrad(indices, values, shape)
+            except (ValueError, TypeError, IndexError) as error:
+                bad(f"invalid sparse gradient: {error}")
         if tag in ("scalar", "array"):
             dtype = _DTYPES.get(node["dtype"]) if type(node["dtype"]) is str else None
             if dtype is None:
