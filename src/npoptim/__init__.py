@@ -5,6 +5,7 @@ defaults, state and state_dict format, over NumPy arrays that carry a ``.grad`` 
 """
 
 from . import functional, lr_scheduler, swa_utils
+from ._kernel import get_num_threads, set_num_threads
 from .adadelta import Adadelta
 from .adafactor import Adafactor
 from .adagrad import Adagrad
@@ -65,6 +66,7 @@ __all__ = [
     "clip_grad_value_",
     "clip_grads_with_norm_",
     "functional",
+    "get_num_threads",
     "get_total_norm",
     "load",
     "lr_scheduler",
@@ -73,6 +75,7 @@ __all__ = [
     "register_optimizer_step_pre_hook",
     "required",
     "save",
+    "set_num_threads",
     "swa_utils",
     "vector_to_parameters",
 ]

@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ._kernel import Array, as_real, chunks, temporaries
+from ._kernel import Array, average_of_squares, elementwise, gradient, temporaries
 from .optimizer import (
     Optimizer,
     ParamsT,
@@ -14,6 +14,7 @@ from .optimizer import (
     _check_nonnegative,
     _differentiable_doc,
     _foreach_doc,
+    _fused_doc,
     _maximize_doc,
     _params_doc,
     _zeros_like,
@@ -36,12 +37,13 @@ class Adadelta(Optimizer):
         capturable: bool = False,
         maximize: bool = False,
         differentiable: bool = False,
+        fused: bool | None = None,
     ) -> None:
         _check_nonnegative(lr=lr)
         if not 0.0 <= rho <= 1.0:
             raise ValueError(f"Invalid rho value: {rho}")
         _check_nonnegative(eps=eps, weight_decay=weight_decay)
-        _check_impl_flags(foreach, None, differentiable)
+        _check_impl_flags(foreach, fused, differentiable)
         defaults = {
             "lr": lr,
             "rho": rho,
@@ -52,6 +54,8 @@ class Adadelta(Optimizer):
             "foreach": foreach,
             "differentiable": differentiable,
         }
+        if fused is not None:  # torch's class has no fused: its key only when used
+            defaults["fused"] = fused
         super().__init__(params, defaults)
 
     _group_flags: ClassVar[dict[str, Any]] = {
@@ -80,6 +84,7 @@ class Adadelta(Optimizer):
             weight_decay=group["weight_decay"],
             maximize=group["maximize"],
             foreach=group["foreach"],
+            fused=group.get("fused"),
         )
 
 
@@ -122,6 +127,7 @@ Adadelta.__doc__ = rf"""Implements the Adadelta algorithm.
             (default: 1e-6)
         weight_decay (float, optional): weight decay (L2 penalty) (default: 0)
         {_foreach_doc}
+        {_fused_doc}
         capturable (bool, optional): accepted for compatibility; has no effect (default: False)
         {_maximize_doc}
         {_differentiable_doc}
@@ -154,18 +160,20 @@ def adadelta(
     weight_decay: float,
     maximize: bool,
     foreach: bool | None = None,
+    fused: bool | None = None,
 ) -> None:
     """Functional Adadelta: updates ``params`` and their state arrays in place.
 
     ``state_steps`` is accepted for torch's signature; Adadelta does not depend on the step
     number. See :class:`Adadelta` for the math.
+    ``foreach`` and ``fused`` pick the implementation; with neither, the multi-tensor path
+    runs, bit-identical to the for-loop (see :mod:`npoptim._kernel`).
     """
-    for i, param in enumerate(params):
-        arrays = (param, grads[i], square_avgs[i], acc_deltas[i])
-        for piece in chunks(*(as_real(a) for a in arrays)):
-            _adadelta_piece(
-                *piece, lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize
-            )
+    elementwise(
+        "adadelta", _adadelta_piece, [params, grads, square_avgs, acc_deltas], {},
+        foreach=foreach, fused=fused, lr=lr, rho=rho, eps=eps, weight_decay=weight_decay,
+        maximize=maximize,
+    )  # fmt: skip
 
 
 def _adadelta_piece(
@@ -183,17 +191,8 @@ def _adadelta_piece(
     """One Adadelta update of a piece of a parameter, its square average ``v`` and its
     accumulated squared updates ``u``."""
     g_t, tmp, delta = temporaries(p, 3)
-    if maximize:
-        np.negative(g, out=g_t)
-        g = g_t
-    if weight_decay != 0:
-        np.multiply(p, weight_decay, out=tmp)
-        np.add(g, tmp, out=g_t)  # g ← g + λθ
-        g = g_t
-    v *= rho
-    np.multiply(g, g, out=tmp)
-    tmp *= 1 - rho
-    v += tmp  # v_t = ρ v_{t-1} + (1 - ρ) g_t²
+    g = gradient(p, g, g_t, tmp, maximize=maximize, weight_decay=weight_decay)
+    average_of_squares(v, g, rho, tmp)  # v_t = ρ v_{t-1} + (1 - ρ) g_t²
     np.add(v, eps, out=tmp)
     np.sqrt(tmp, out=tmp)  # sqrt(v_t + ε)
     np.add(u, eps, out=delta)

@@ -2,11 +2,14 @@ r"""Adafactor: adaptive steps from a factored (row times column) second moment."
 
 from __future__ import annotations
 
+import functools
+import math
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import numpy as np
 
-from ._kernel import Array
+from ._kernel import CHUNK_BYTES, Array, temporaries
 from .optimizer import (
     Optimizer,
     ParamsT,
@@ -200,7 +203,7 @@ def adafactor(
         t = state_steps[i]
         weight = t**beta2_decay  # 1 - β̂2_t, the weight of the new squared gradient
         rho = min(lr, 1 / t**0.5)
-        alpha = max(eps2, float(np.linalg.norm(param.reshape(-1))) / param.size**0.5) * rho
+        alpha = max(eps2, float(np.linalg.norm(param)) / param.size**0.5) * rho
         if weight_decay != 0:
             param *= 1 - lr * weight_decay  # decoupled weight decay
         if grad.ndim > 1:
@@ -210,30 +213,84 @@ def adafactor(
             # mean of G⊙G along each row / column, without a parameter-sized G⊙G
             row_mean = np.einsum("...ij,...ij->...i", grad, grad)[..., None] / n_cols
             col_mean = np.einsum("...ij,...ij->...j", grad, grad)[..., None, :] / n_rows
-            _lerp(row_var, row_mean, weight)  # R_t
-            _lerp(col_var, col_mean, weight)  # C_t
-            update = np.matmul(row_var, col_var)
-            update /= np.maximum(row_var.mean(axis=-2, keepdims=True), eps1)  # V̂_t
+            _lerp(row_var, row_mean, weight, np.empty_like(row_mean))  # R_t
+            _lerp(col_var, col_mean, weight, np.empty_like(col_mean))  # C_t
         else:
             variance = variances[i]
             assert variance is not None
-            _lerp(variance, grad * grad, weight)  # V̂_t
-            update = variance.copy()
-        np.maximum(update, eps1 * eps1, out=update)
-        np.sqrt(update, out=update)
-        np.divide(grad, update, out=update)  # U_t = G_t / max(sqrt(V̂_t), ε1)
-        clip = max(1.0, float(np.linalg.norm(update.reshape(-1))) / (update.size**0.5 * d))
-        update *= alpha / clip
-        if maximize:
-            param += update  # G_t = -grad; the factors only see G_t², which is the same
-        else:
-            param -= update  # θ_t = θ_{t-1} - α_t Û_t
+            for v, g in _pieces(variance, grad):
+                square, tmp = temporaries(g, 2)
+                _lerp(v, np.multiply(g, g, out=square), weight, tmp)  # V̂_t
+        # U_t is computed a piece at a time, twice: once for its norm, once to apply it
+        pieces = functools.partial(
+            _update_pieces, param, grad, row_vars[i], col_vars[i], variances[i], eps1
+        )
+        squares = sum(float(np.dot(u.reshape(-1), u.reshape(-1))) for _, u in pieces())
+        clip = max(1.0, math.sqrt(squares) / (grad.size**0.5 * d))  # max(1, RMS(U_t) / d)
+        for p, u in pieces():
+            u *= alpha / clip
+            if maximize:
+                p += u  # G_t = -grad; the factors only see G_t², which is the same
+            else:
+                p -= u  # θ_t = θ_{t-1} - α_t Û_t
 
 
-def _lerp(start: Array, end: Array, weight: float) -> None:
+def _pieces(*arrays: Array) -> Iterator[tuple[Array, ...]]:
+    """Matching flat pieces of at most ``CHUNK_BYTES`` of same-shaped arrays of at most one
+    dimension (views: writes to a piece write to the array)."""
+    flat = [a.reshape(-1) for a in arrays]
+    step = max(1, CHUNK_BYTES // flat[0].itemsize)
+    for start in range(0, flat[0].shape[0], step):
+        yield tuple(f[start : start + step] for f in flat)
+
+
+def _update_pieces(
+    param: Array,
+    grad: Array,
+    row_var: Array | None,
+    col_var: Array | None,
+    variance: Array | None,
+    eps1: float,
+) -> Iterator[tuple[Array, Array]]:
+    r"""Matching pieces ``(θ, U)`` of the parameter and of its unclipped update
+    :math:`U_t = G_t / \max(\sqrt{\widehat{V}_t}, \epsilon_1)`, with
+    :math:`\widehat{V}_t = R_t C_t / \max(\operatorname{mean}(R_t), \epsilon_1)` for a
+    factored parameter. ``U`` lives in a scratch buffer until the next piece."""
+    if variance is not None:  # a vector or a scalar: V̂_t is stored
+        for p, g, v in _pieces(param, grad, variance):
+            (u,) = temporaries(g, 1)
+            np.maximum(v, eps1 * eps1, out=u)
+            yield p, _divide_by_root(g, u)
+        return
+    assert row_var is not None and col_var is not None
+    n_rows, n_cols = grad.shape[-2:]
+    row_scale = np.maximum(row_var.mean(axis=-2, keepdims=True), eps1)
+    step = max(1, CHUNK_BYTES // (n_cols * grad.itemsize))  # rows a piece
+    for lead in np.ndindex(grad.shape[:-2]):  # each matrix of a stack
+        r, c, scale = row_var[lead], col_var[lead], row_scale[lead]
+        for start in range(0, n_rows, step):
+            rows = slice(start, start + step)
+            g = grad[lead][rows]
+            (u,) = temporaries(g, 1)
+            np.multiply(r[rows], c, out=u)  # R_t C_t
+            u /= scale  # V̂_t
+            np.maximum(u, eps1 * eps1, out=u)
+            yield param[lead][rows], _divide_by_root(g, u)
+
+
+def _divide_by_root(g: Array, u: Array) -> Array:
+    """``u`` overwritten with ``g / sqrt(u)``."""
+    np.sqrt(u, out=u)
+    return np.divide(g, u, out=u)
+
+
+def _lerp(start: Array, end: Array, weight: float, tmp: Array) -> None:
     """``start += weight * (end - start)`` in place, in torch's two-sided form (exact at
-    weight 1, which Adafactor's first step uses)."""
+    weight 1, which Adafactor's first step uses); ``tmp`` is scratch shaped like ``start``."""
+    np.subtract(end, start, out=tmp)
     if weight < 0.5:
-        start += weight * (end - start)
+        tmp *= weight
+        start += tmp
     else:
-        np.subtract(end, (end - start) * (1 - weight), out=start)
+        tmp *= 1 - weight
+        np.subtract(end, tmp, out=start)

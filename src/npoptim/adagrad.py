@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ._kernel import Array, as_real, chunks, temporaries
+from ._kernel import Array, as_real, elementwise, gradient, temporaries
 from .optimizer import (
     Optimizer,
     ParamsT,
@@ -97,6 +97,7 @@ class Adagrad(Optimizer):
             eps=group["eps"],
             maximize=group["maximize"],
             foreach=group["foreach"],
+            fused=group["fused"],
         )
 
 
@@ -174,21 +175,35 @@ def adagrad(
     eps: float,
     maximize: bool,
     foreach: bool | None = None,
+    fused: bool | None = None,
 ) -> None:
     """Functional Adagrad: updates ``params`` and ``state_sums`` in place.
 
     A grad may be a :class:`~npoptim.SparseGrad`. ``state_steps[i]`` is the step number
     :math:`t` of this update for ``params[i]``. See :class:`Adagrad` for the math.
+    ``foreach`` and ``fused`` pick the implementation; with neither, the multi-tensor path
+    runs, bit-identical to the for-loop (see :mod:`npoptim._kernel`).
     """
-    for param, grad, state_sum, t in zip(params, grads, state_sums, state_steps, strict=True):
-        clr = lr / (1 + (t - 1) * lr_decay)  # the decayed learning rate γ̃
+    # the decayed learning rate γ̃ of each parameter
+    clrs = [lr / (1 + (t - 1) * lr_decay) for t in state_steps]
+    dense: list[int] = []
+    dense_grads: list[Array] = []
+    for i, grad in enumerate(grads):
         if isinstance(grad, SparseGrad):
             if weight_decay != 0:
                 raise RuntimeError("weight_decay option is not compatible with sparse gradients")
-            _sparse_adagrad_step(param, grad, state_sum, clr=clr, eps=eps, maximize=maximize)
-            continue
-        for piece in chunks(*(as_real(a) for a in (param, grad, state_sum))):
-            _adagrad_piece(*piece, clr=clr, weight_decay=weight_decay, eps=eps, maximize=maximize)
+            _sparse_adagrad_step(
+                params[i], grad, state_sums[i], clr=clrs[i], eps=eps, maximize=maximize
+            )
+        else:
+            dense.append(i)
+            dense_grads.append(grad)
+    elementwise(
+        "adagrad", _adagrad_piece,
+        [[params[i] for i in dense], dense_grads, [state_sums[i] for i in dense]],
+        {"clr": [clrs[i] for i in dense]},
+        foreach=foreach, fused=fused, weight_decay=weight_decay, eps=eps, maximize=maximize,
+    )  # fmt: skip
 
 
 def _adagrad_piece(
@@ -203,13 +218,7 @@ def _adagrad_piece(
 ) -> None:
     """One Adagrad update of a piece of a parameter and its sum of squares ``s``."""
     g_t, tmp = temporaries(p, 2)
-    if maximize:
-        np.negative(g, out=g_t)
-        g = g_t
-    if weight_decay != 0:
-        np.multiply(p, weight_decay, out=tmp)
-        np.add(g, tmp, out=g_t)  # g ← g + λθ
-        g = g_t
+    g = gradient(p, g, g_t, tmp, maximize=maximize, weight_decay=weight_decay)
     np.multiply(g, g, out=tmp)
     s += tmp  # s_t = s_{t-1} + g_t²
     np.sqrt(s, out=tmp)

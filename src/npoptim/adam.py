@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ._kernel import Array, as_real, chunks, temporaries
+from ._kernel import Array, elementwise, gradient, moments, temporaries
 from .optimizer import (
     Optimizer,
     ParamsT,
@@ -102,6 +102,7 @@ class Adam(Optimizer):
             maximize=group["maximize"],
             decoupled_weight_decay=group["decoupled_weight_decay"],
             foreach=group["foreach"],
+            fused=group["fused"],
         )
 
 
@@ -188,25 +189,26 @@ def adam(
     maximize: bool,
     decoupled_weight_decay: bool = False,
     foreach: bool | None = None,
+    fused: bool | None = None,
 ) -> None:
     """Functional Adam: updates ``params`` and the moment arrays in place.
 
     ``state_steps[i]`` is the step number :math:`t` of this update for ``params[i]`` (the
     optimizer counts steps; the kernel does not change them). See :class:`Adam` for the math.
+    ``foreach`` and ``fused`` pick the implementation; with neither, the multi-tensor path
+    runs, bit-identical to the for-loop (see :mod:`npoptim._kernel`).
     """
-    for i, param in enumerate(params):
-        t = state_steps[i]
-        bias_correction1 = 1 - beta1**t
-        bias_correction2_sqrt = (1 - beta2**t) ** 0.5
-        arrays = [param, grads[i], exp_avgs[i], exp_avg_sqs[i]]
-        if amsgrad:
-            arrays.append(max_exp_avg_sqs[i])
-        for piece in chunks(*(as_real(a) for a in arrays)):
-            _adam_piece(
-                *piece, beta1=beta1, beta2=beta2, lr=lr, weight_decay=weight_decay, eps=eps,
-                maximize=maximize, decoupled_weight_decay=decoupled_weight_decay,
-                step_size=lr / bias_correction1, bias_correction2_sqrt=bias_correction2_sqrt,
-            )  # fmt: skip
+    elementwise(
+        "adam", _adam_piece,
+        [params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else None],
+        {
+            "step_size": [lr / (1 - beta1**t) for t in state_steps],  # γ / (1 - β1^t)
+            "bias_correction2_sqrt": [(1 - beta2**t) ** 0.5 for t in state_steps],
+        },
+        foreach=foreach, fused=fused, beta1=beta1, beta2=beta2, lr=lr,
+        weight_decay=weight_decay, eps=eps, maximize=maximize,
+        decoupled_weight_decay=decoupled_weight_decay,
+    )  # fmt: skip
 
 
 def _adam_piece(
@@ -228,23 +230,11 @@ def _adam_piece(
 ) -> None:
     """One Adam update of a piece of a parameter and its moments."""
     g_t, tmp = temporaries(p, 2)
-    if maximize:
-        np.negative(g, out=g_t)
-        g = g_t
-    if weight_decay != 0:
-        if decoupled_weight_decay:
-            p *= 1 - lr * weight_decay  # θ ← θ(1 - γλ)
-        else:
-            np.multiply(p, weight_decay, out=tmp)
-            np.add(g, tmp, out=g_t)  # g ← g + λθ
-            g = g_t
-    np.subtract(g, m, out=tmp)
-    tmp *= 1 - beta1
-    m += tmp  # m_t = m_{t-1} + (1 - β1)(g_t - m_{t-1}) = β1 m_{t-1} + (1 - β1) g_t
-    v *= beta2
-    np.multiply(g, g, out=tmp)
-    tmp *= 1 - beta2
-    v += tmp  # v_t = β2 v_{t-1} + (1 - β2) g_t²
+    g = gradient(
+        p, g, g_t, tmp, maximize=maximize, weight_decay=weight_decay,
+        decoupled_lr=lr if decoupled_weight_decay else None,
+    )  # fmt: skip
+    moments(g, m, v, beta1, beta2, tmp)  # m_t and v_t
     if v_max is not None:
         np.maximum(v_max, v, out=v_max)  # v_t^max = max(v_{t-1}^max, v_t)
         v = v_max

@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ._kernel import Array, as_real, chunks, temporaries
+from ._kernel import Array, elementwise, gradient, temporaries
 from .optimizer import (
     Optimizer,
     ParamsT,
@@ -15,6 +15,7 @@ from .optimizer import (
     _check_nonnegative,
     _differentiable_doc,
     _foreach_doc,
+    _fused_doc,
     _maximize_doc,
     _params_doc,
     _zeros_like,
@@ -37,11 +38,12 @@ class Adamax(Optimizer):
         maximize: bool = False,
         differentiable: bool = False,
         capturable: bool = False,
+        fused: bool | None = None,
     ) -> None:
         _check_nonnegative(lr=lr, eps=eps)
         _check_betas(betas)
         _check_nonnegative(weight_decay=weight_decay)
-        _check_impl_flags(foreach, None, differentiable)
+        _check_impl_flags(foreach, fused, differentiable)
         defaults = {
             "lr": lr,
             "betas": betas,
@@ -52,6 +54,8 @@ class Adamax(Optimizer):
             "differentiable": differentiable,
             "capturable": capturable,
         }
+        if fused is not None:  # torch's class has no fused: its key only when used
+            defaults["fused"] = fused
         super().__init__(params, defaults)
 
     _group_flags: ClassVar[dict[str, Any]] = {
@@ -82,6 +86,7 @@ class Adamax(Optimizer):
             weight_decay=group["weight_decay"],
             maximize=group["maximize"],
             foreach=group["foreach"],
+            fused=group.get("fused"),
         )
 
 
@@ -121,6 +126,7 @@ Adamax.__doc__ = rf"""Implements the Adamax algorithm (Adam based on the infinit
             (default: 1e-8)
         weight_decay (float, optional): weight decay (L2 penalty) (default: 0)
         {_foreach_doc}
+        {_fused_doc}
         {_maximize_doc}
         {_differentiable_doc}
         capturable (bool, optional): accepted for compatibility; has no effect (default: False)
@@ -154,20 +160,21 @@ def adamax(
     weight_decay: float,
     maximize: bool,
     foreach: bool | None = None,
+    fused: bool | None = None,
 ) -> None:
     """Functional Adamax: updates ``params`` and their moments in place.
 
     ``state_steps[i]`` is the step number :math:`t` of this update for ``params[i]``. See
     :class:`Adamax` for the math.
+    ``foreach`` and ``fused`` pick the implementation; with neither, the multi-tensor path
+    runs, bit-identical to the for-loop (see :mod:`npoptim._kernel`).
     """
-    for i, param in enumerate(params):
-        clr = lr / (1 - beta1 ** state_steps[i])  # γ / (1 - β1^t)
-        arrays = (param, grads[i], exp_avgs[i], exp_infs[i])
-        for piece in chunks(*(as_real(a) for a in arrays)):
-            _adamax_piece(
-                *piece, eps=eps, beta1=beta1, beta2=beta2, clr=clr,
-                weight_decay=weight_decay, maximize=maximize,
-            )  # fmt: skip
+    elementwise(
+        "adamax", _adamax_piece, [params, grads, exp_avgs, exp_infs],
+        {"clr": [lr / (1 - beta1**t) for t in state_steps]},  # γ / (1 - β1^t)
+        foreach=foreach, fused=fused, eps=eps, beta1=beta1, beta2=beta2,
+        weight_decay=weight_decay, maximize=maximize,
+    )  # fmt: skip
 
 
 def _adamax_piece(
@@ -186,13 +193,7 @@ def _adamax_piece(
     """One Adamax update of a piece of a parameter, its first moment ``m`` and infinity
     norm ``u``."""
     g_t, tmp = temporaries(p, 2)
-    if maximize:
-        np.negative(g, out=g_t)
-        g = g_t
-    if weight_decay != 0:
-        np.multiply(p, weight_decay, out=tmp)
-        np.add(g, tmp, out=g_t)  # g ← g + λθ
-        g = g_t
+    g = gradient(p, g, g_t, tmp, maximize=maximize, weight_decay=weight_decay)
     np.subtract(g, m, out=tmp)
     tmp *= 1 - beta1
     m += tmp  # m_t = m_{t-1} + (1 - β1)(g_t - m_{t-1}) = β1 m_{t-1} + (1 - β1) g_t

@@ -122,10 +122,11 @@ def adamw(
     eps: float,
     maximize: bool,
     foreach: bool | None = None,
+    fused: bool | None = None,
 ) -> None:
     """Functional AdamW: :func:`~npoptim.functional.adam` with decoupled weight decay."""
     adam(
         params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps,
         amsgrad=amsgrad, beta1=beta1, beta2=beta2, lr=lr, weight_decay=weight_decay, eps=eps,
-        maximize=maximize, decoupled_weight_decay=True, foreach=foreach,
+        maximize=maximize, decoupled_weight_decay=True, foreach=foreach, fused=fused,
     )  # fmt: skip

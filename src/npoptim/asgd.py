@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ._kernel import Array, as_real, chunks, temporaries
+from ._kernel import Array, elementwise, gradient, temporaries
 from .optimizer import (
     Optimizer,
     ParamsT,
@@ -14,6 +14,7 @@ from .optimizer import (
     _check_nonnegative,
     _differentiable_doc,
     _foreach_doc,
+    _fused_doc,
     _maximize_doc,
     _params_doc,
     _zeros_like,
@@ -41,9 +42,10 @@ class ASGD(Optimizer):
         maximize: bool = False,
         differentiable: bool = False,
         capturable: bool = False,
+        fused: bool | None = None,
     ) -> None:
         _check_nonnegative(lr=lr, weight_decay=weight_decay)
-        _check_impl_flags(foreach, None, differentiable)
+        _check_impl_flags(foreach, fused, differentiable)
         defaults = {
             "lr": lr,
             "lambd": lambd,
@@ -55,6 +57,8 @@ class ASGD(Optimizer):
             "differentiable": differentiable,
             "capturable": capturable,
         }
+        if fused is not None:  # torch's class has no fused: its key only when used
+            defaults["fused"] = fused
         super().__init__(params, defaults)
 
     _group_flags: ClassVar[dict[str, Any]] = {
@@ -97,6 +101,7 @@ class ASGD(Optimizer):
             weight_decay=group["weight_decay"],
             maximize=group["maximize"],
             foreach=group["foreach"],
+            fused=group.get("fused"),
         )
         for state, eta, mu in zip(states, etas, mus, strict=True):
             state["eta"], state["mu"] = eta, mu
@@ -148,6 +153,7 @@ ASGD.__doc__ = rf"""Implements averaged stochastic gradient descent.
         t0 (float, optional): point at which to start averaging (default: 1e6)
         weight_decay (float, optional): weight decay (L2 penalty) (default: 0)
         {_foreach_doc}
+        {_fused_doc}
         {_maximize_doc}
         {_differentiable_doc}
         capturable (bool, optional): accepted for compatibility; has no effect (default: False)
@@ -184,6 +190,7 @@ def asgd(
     weight_decay: float,
     maximize: bool,
     foreach: bool | None = None,
+    fused: bool | None = None,
 ) -> None:
     """Functional ASGD: updates ``params`` and their averages ``axs`` in place.
 
@@ -191,15 +198,14 @@ def asgd(
     and ``state_steps[i]`` is the step number :math:`t` of this update; the new
     :math:`\\eta_t` and :math:`\\mu_t` (rounded to float32, as torch stores them) are written
     back into ``etas`` and ``mus``. See :class:`ASGD` for the math.
+    ``foreach`` and ``fused`` pick the implementation; with neither, the multi-tensor path
+    runs, bit-identical to the for-loop (see :mod:`npoptim._kernel`).
     """
-    for i, param in enumerate(params):
-        t = state_steps[i]
-        arrays = (param, grads[i], axs[i])
-        for piece in chunks(*(as_real(a) for a in arrays)):
-            _asgd_piece(
-                *piece, eta=etas[i], mu=mus[i], lambd=lambd, weight_decay=weight_decay,
-                maximize=maximize,
-            )  # fmt: skip
+    elementwise(
+        "asgd", _asgd_piece, [params, grads, axs], {"eta": etas, "mu": mus},
+        foreach=foreach, fused=fused, lambd=lambd, weight_decay=weight_decay, maximize=maximize,
+    )  # fmt: skip
+    for i, t in enumerate(state_steps):
         etas[i] = _float32(lr / (1 + lambd * lr * t) ** alpha)  # η_t = γ / (1 + λγt)^α
         mus[i] = _float32(1 / max(1, t - t0))  # μ_t = 1 / max(1, t - t0)
 
@@ -217,13 +223,7 @@ def _asgd_piece(
 ) -> None:
     """One ASGD update of a piece of a parameter and its average ``ax``."""
     g_t, tmp = temporaries(p, 2)
-    if maximize:
-        np.negative(g, out=g_t)
-        g = g_t
-    if weight_decay != 0:
-        np.multiply(p, weight_decay, out=tmp)
-        np.add(g, tmp, out=g_t)  # g ← g + δθ
-        g = g_t
+    g = gradient(p, g, g_t, tmp, maximize=maximize, weight_decay=weight_decay)
     p *= 1 - lambd * eta
     np.multiply(g, eta, out=tmp)
     p -= tmp  # θ_t = (1 - λη) θ_{t-1} - η g_t

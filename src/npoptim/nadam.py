@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ._kernel import Array, as_real, chunks, temporaries
+from ._kernel import Array, elementwise, gradient, moments, temporaries
 from .optimizer import (
     Optimizer,
     ParamsT,
@@ -15,6 +15,7 @@ from .optimizer import (
     _check_nonnegative,
     _differentiable_doc,
     _foreach_doc,
+    _fused_doc,
     _maximize_doc,
     _params_doc,
     _zeros_like,
@@ -39,11 +40,12 @@ class NAdam(Optimizer):
         maximize: bool = False,
         capturable: bool = False,
         differentiable: bool = False,
+        fused: bool | None = None,
     ) -> None:
         _check_nonnegative(lr=lr, eps=eps)
         _check_betas(betas)
         _check_nonnegative(weight_decay=weight_decay, momentum_decay=momentum_decay)
-        _check_impl_flags(foreach, None, differentiable)
+        _check_impl_flags(foreach, fused, differentiable)
         defaults = {
             "lr": lr,
             "betas": betas,
@@ -56,6 +58,8 @@ class NAdam(Optimizer):
             "capturable": capturable,
             "differentiable": differentiable,
         }
+        if fused is not None:  # torch's class has no fused: its key only when used
+            defaults["fused"] = fused
         super().__init__(params, defaults)
 
     _group_flags: ClassVar[dict[str, Any]] = {
@@ -100,6 +104,7 @@ class NAdam(Optimizer):
             maximize=group["maximize"],
             decoupled_weight_decay=group["decoupled_weight_decay"],
             foreach=group["foreach"],
+            fused=group.get("fused"),
         )
         for state, mu_product in zip(states, mu_products, strict=True):
             state["mu_product"] = mu_product
@@ -159,6 +164,7 @@ NAdam.__doc__ = rf"""Implements the NAdam algorithm.
             AdamW to obtain NAdamW. If True, the algorithm does not accumulate weight decay
             in the momentum nor variance. (default: False)
         {_foreach_doc}
+        {_fused_doc}
         {_maximize_doc}
         capturable (bool, optional): accepted for compatibility; has no effect (default: False)
         {_differentiable_doc}
@@ -195,28 +201,31 @@ def nadam(
     maximize: bool = False,
     decoupled_weight_decay: bool = False,
     foreach: bool | None = None,
+    fused: bool | None = None,
 ) -> None:
     r"""Functional NAdam: updates ``params`` and the moment arrays in place.
 
     ``state_steps[i]`` is the step number :math:`t` of this update for ``params[i]``;
     ``mu_products[i]`` is :math:`\Pi_{t-1}` on entry and is replaced by :math:`\Pi_t`
     (rounded to float32, as torch stores it). See :class:`NAdam` for the math.
+    ``foreach`` and ``fused`` pick the implementation; with neither, the multi-tensor path
+    runs, bit-identical to the for-loop (see :mod:`npoptim._kernel`).
     """
-    for i, param in enumerate(params):
-        t = state_steps[i]
+    steps: dict[str, list[float]] = {"bias_correction2": [], "grad_step": [], "momentum_step": []}
+    for i, t in enumerate(state_steps):
         mu = beta1 * (1.0 - 0.5 * 0.96 ** (t * momentum_decay))
         mu_next = beta1 * (1.0 - 0.5 * 0.96 ** ((t + 1) * momentum_decay))
         mu_product = float(np.float32(mu_products[i]) * np.float32(mu))  # torch's float32 Π_t
         mu_products[i] = mu_product
-        arrays = (param, grads[i], exp_avgs[i], exp_avg_sqs[i])
-        for piece in chunks(*(as_real(a) for a in arrays)):
-            _nadam_piece(
-                *piece, beta1=beta1, beta2=beta2, lr=lr, weight_decay=weight_decay, eps=eps,
-                maximize=maximize, decoupled_weight_decay=decoupled_weight_decay,
-                bias_correction2=1 - beta2**t,
-                grad_step=lr * (1.0 - mu) / (1.0 - mu_product),
-                momentum_step=lr * mu_next / (1.0 - mu_product * mu_next),
-            )  # fmt: skip
+        steps["bias_correction2"].append(1 - beta2**t)
+        steps["grad_step"].append(lr * (1.0 - mu) / (1.0 - mu_product))
+        steps["momentum_step"].append(lr * mu_next / (1.0 - mu_product * mu_next))
+    elementwise(
+        "nadam", _nadam_piece, [params, grads, exp_avgs, exp_avg_sqs], steps,
+        foreach=foreach, fused=fused, beta1=beta1, beta2=beta2, lr=lr,
+        weight_decay=weight_decay, eps=eps, maximize=maximize,
+        decoupled_weight_decay=decoupled_weight_decay,
+    )  # fmt: skip
 
 
 def _nadam_piece(
@@ -238,23 +247,11 @@ def _nadam_piece(
 ) -> None:
     """One NAdam update of a piece of a parameter and its moments."""
     g_t, denom, tmp = temporaries(p, 3)
-    if maximize:
-        np.negative(g, out=g_t)
-        g = g_t
-    if weight_decay != 0:
-        if decoupled_weight_decay:
-            p *= 1 - lr * weight_decay  # θ ← θ(1 - γλ)
-        else:
-            np.multiply(p, weight_decay, out=tmp)
-            np.add(g, tmp, out=g_t)  # g ← g + λθ
-            g = g_t
-    np.subtract(g, m, out=tmp)
-    tmp *= 1 - beta1
-    m += tmp  # m_t = β1 m_{t-1} + (1 - β1) g_t
-    v *= beta2
-    np.multiply(g, g, out=tmp)
-    tmp *= 1 - beta2
-    v += tmp  # v_t = β2 v_{t-1} + (1 - β2) g_t²
+    g = gradient(
+        p, g, g_t, tmp, maximize=maximize, weight_decay=weight_decay,
+        decoupled_lr=lr if decoupled_weight_decay else None,
+    )  # fmt: skip
+    moments(g, m, v, beta1, beta2, tmp)  # m_t and v_t
     np.divide(v, bias_correction2, out=denom)
     np.sqrt(denom, out=denom)
     denom += eps  # sqrt(v̂_t) + ε

@@ -18,6 +18,7 @@ from typing import Any, ClassVar, TypeVar, Union, cast
 
 import numpy as np
 
+from ._kernel import require_numba
 from .parameter import Parameter, SparseGrad
 
 __all__ = [
@@ -546,7 +547,7 @@ def _check_impl_flags(foreach: bool | None, fused: bool | None, differentiable: 
     if fused:
         if foreach:
             raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
-        raise NotImplementedError("fused=True is not implemented in npoptim yet")
+        require_numba()
 
 
 def _dense_params_and_grads(

@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ._kernel import Array, as_real, chunks, temporaries
+from ._kernel import Array, elementwise, gradient, moments, temporaries
 from .optimizer import (
     Optimizer,
     ParamsT,
@@ -15,6 +15,7 @@ from .optimizer import (
     _check_nonnegative,
     _differentiable_doc,
     _foreach_doc,
+    _fused_doc,
     _maximize_doc,
     _params_doc,
     _zeros_like,
@@ -38,11 +39,12 @@ class RAdam(Optimizer):
         maximize: bool = False,
         capturable: bool = False,
         differentiable: bool = False,
+        fused: bool | None = None,
     ) -> None:
         _check_nonnegative(lr=lr, eps=eps)
         _check_betas(betas)
         _check_nonnegative(weight_decay=weight_decay)
-        _check_impl_flags(foreach, None, differentiable)
+        _check_impl_flags(foreach, fused, differentiable)
         defaults = {
             "lr": lr,
             "betas": betas,
@@ -54,6 +56,8 @@ class RAdam(Optimizer):
             "decoupled_weight_decay": decoupled_weight_decay,
             "differentiable": differentiable,
         }
+        if fused is not None:  # torch's class has no fused: its key only when used
+            defaults["fused"] = fused
         super().__init__(params, defaults)
 
     _group_flags: ClassVar[dict[str, Any]] = {
@@ -86,6 +90,7 @@ class RAdam(Optimizer):
             maximize=group["maximize"],
             decoupled_weight_decay=group["decoupled_weight_decay"],
             foreach=group["foreach"],
+            fused=group.get("fused"),
         )
 
 
@@ -137,6 +142,7 @@ RAdam.__doc__ = rf"""Implements the RAdam algorithm.
             AdamW to obtain RAdamW. If True, the algorithm does not accumulate weight decay
             in the momentum nor variance. (default: False)
         {_foreach_doc}
+        {_fused_doc}
         {_maximize_doc}
         capturable (bool, optional): accepted for compatibility; has no effect (default: False)
         {_differentiable_doc}
@@ -171,15 +177,18 @@ def radam(
     maximize: bool = False,
     decoupled_weight_decay: bool = False,
     foreach: bool | None = None,
+    fused: bool | None = None,
 ) -> None:
     """Functional RAdam: updates ``params`` and the moment arrays in place.
 
     ``state_steps[i]`` is the step number :math:`t` of this update for ``params[i]``. See
     :class:`RAdam` for the math.
+    ``foreach`` and ``fused`` pick the implementation; with neither, the multi-tensor path
+    runs, bit-identical to the for-loop (see :mod:`npoptim._kernel`).
     """
     rho_inf = 2 / (1 - beta2) - 1  # the longest approximated simple moving average
-    for i, param in enumerate(params):
-        t = state_steps[i]
+    steps: dict[str, list[Any]] = {"sgd_step": [], "adaptive": []}
+    for t in state_steps:
         bias_correction1 = 1 - beta1**t
         bias_correction2 = 1 - beta2**t
         rho_t = rho_inf - 2 * t * (beta2**t) / bias_correction2
@@ -193,13 +202,14 @@ def radam(
             )
         else:
             adaptive = None
-        arrays = (param, grads[i], exp_avgs[i], exp_avg_sqs[i])
-        for piece in chunks(*(as_real(a) for a in arrays)):
-            _radam_piece(
-                *piece, beta1=beta1, beta2=beta2, lr=lr, weight_decay=weight_decay,
-                maximize=maximize, decoupled_weight_decay=decoupled_weight_decay,
-                sgd_step=lr / bias_correction1, adaptive=adaptive,
-            )  # fmt: skip
+        steps["sgd_step"].append(lr / bias_correction1)
+        steps["adaptive"].append(adaptive)
+    elementwise(
+        "radam", _radam_piece, [params, grads, exp_avgs, exp_avg_sqs], steps,
+        foreach=foreach, fused=fused, beta1=beta1, beta2=beta2, lr=lr,
+        weight_decay=weight_decay, maximize=maximize,
+        decoupled_weight_decay=decoupled_weight_decay,
+    )  # fmt: skip
 
 
 def _radam_piece(
@@ -220,23 +230,11 @@ def _radam_piece(
     """One RAdam update of a piece of a parameter and its moments. ``adaptive`` is
     ``(γ r_t sqrt(1 - β2^t) / (1 - β1^t), ε)`` when the rectified step applies, else None."""
     g_t, tmp = temporaries(p, 2)
-    if maximize:
-        np.negative(g, out=g_t)
-        g = g_t
-    if weight_decay != 0:
-        if decoupled_weight_decay:
-            p *= 1 - lr * weight_decay  # θ ← θ(1 - γλ)
-        else:
-            np.multiply(p, weight_decay, out=tmp)
-            np.add(g, tmp, out=g_t)  # g ← g + λθ
-            g = g_t
-    np.subtract(g, m, out=tmp)
-    tmp *= 1 - beta1
-    m += tmp  # m_t = β1 m_{t-1} + (1 - β1) g_t
-    v *= beta2
-    np.multiply(g, g, out=tmp)
-    tmp *= 1 - beta2
-    v += tmp  # v_t = β2 v_{t-1} + (1 - β2) g_t²
+    g = gradient(
+        p, g, g_t, tmp, maximize=maximize, weight_decay=weight_decay,
+        decoupled_lr=lr if decoupled_weight_decay else None,
+    )  # fmt: skip
+    moments(g, m, v, beta1, beta2, tmp)  # m_t and v_t
     if adaptive is None:
         np.multiply(m, sgd_step, out=tmp)
         p -= tmp  # θ_t = θ_{t-1} - γ m̂_t

@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ._kernel import Array, as_real, chunks, temporaries
+from ._kernel import Array, average_of_squares, elementwise, gradient, temporaries
 from .optimizer import (
     Optimizer,
     ParamsT,
@@ -14,6 +14,7 @@ from .optimizer import (
     _check_nonnegative,
     _differentiable_doc,
     _foreach_doc,
+    _fused_doc,
     _maximize_doc,
     _params_doc,
     _zeros_like,
@@ -37,11 +38,12 @@ class RMSprop(Optimizer):
         foreach: bool | None = None,
         maximize: bool = False,
         differentiable: bool = False,
+        fused: bool | None = None,
     ) -> None:
         _check_nonnegative(
             lr=lr, eps=eps, momentum=momentum, weight_decay=weight_decay, alpha=alpha
         )
-        _check_impl_flags(foreach, None, differentiable)
+        _check_impl_flags(foreach, fused, differentiable)
         defaults = {
             "lr": lr,
             "momentum": momentum,
@@ -54,6 +56,8 @@ class RMSprop(Optimizer):
             "maximize": maximize,
             "differentiable": differentiable,
         }
+        if fused is not None:  # torch's class has no fused: its key only when used
+            defaults["fused"] = fused
         super().__init__(params, defaults)
 
     _group_flags: ClassVar[dict[str, Any]] = {
@@ -90,6 +94,7 @@ class RMSprop(Optimizer):
             centered=group["centered"],
             maximize=group["maximize"],
             foreach=group["foreach"],
+            fused=group.get("fused"),
         )
 
 
@@ -139,6 +144,7 @@ RMSprop.__doc__ = rf"""Implements the RMSprop algorithm.
             normalized by an estimate of its variance (default: False)
         capturable (bool, optional): accepted for compatibility; has no effect (default: False)
         {_foreach_doc}
+        {_fused_doc}
         {_maximize_doc}
         {_differentiable_doc}
 
@@ -174,27 +180,26 @@ def rmsprop(
     centered: bool,
     maximize: bool,
     foreach: bool | None = None,
+    fused: bool | None = None,
 ) -> None:
     """Functional RMSprop: updates ``params`` and their state arrays in place.
 
     ``grad_avgs`` is used only when ``centered``, ``momentum_buffer_list`` only when
     ``momentum > 0`` (pass empty lists otherwise). ``state_steps`` is accepted for torch's
     signature; RMSprop does not depend on the step number. See :class:`RMSprop` for the math.
+    ``foreach`` and ``fused`` pick the implementation; with neither, the multi-tensor path
+    runs, bit-identical to the for-loop (see :mod:`npoptim._kernel`).
     """
-    for i, param in enumerate(params):
-        arrays = [param, grads[i], square_avgs[i]]
-        if centered:
-            arrays.append(grad_avgs[i])
-        if momentum > 0:
-            arrays.append(momentum_buffer_list[i])
-        for piece in chunks(*(as_real(a) for a in arrays)):
-            p, g, v, *rest = piece
-            g_ave = rest.pop(0) if centered else None
-            b = rest.pop(0) if momentum > 0 else None
-            _rmsprop_piece(
-                p, g, v, g_ave, b, lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
-                momentum=momentum, maximize=maximize,
-            )  # fmt: skip
+    elementwise(
+        "rmsprop", _rmsprop_piece,
+        [
+            params, grads, square_avgs, grad_avgs if centered else None,
+            momentum_buffer_list if momentum > 0 else None,
+        ],
+        {},
+        foreach=foreach, fused=fused, lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
+        momentum=momentum, maximize=maximize,
+    )  # fmt: skip
 
 
 def _rmsprop_piece(
@@ -214,17 +219,8 @@ def _rmsprop_piece(
     """One RMSprop update of a piece of a parameter, its square average ``v``, gradient
     average ``g_ave`` (centered) and momentum buffer ``b``."""
     g_t, tmp = temporaries(p, 2)
-    if maximize:
-        np.negative(g, out=g_t)
-        g = g_t
-    if weight_decay != 0:
-        np.multiply(p, weight_decay, out=tmp)
-        np.add(g, tmp, out=g_t)  # g ← g + λθ
-        g = g_t
-    v *= alpha
-    np.multiply(g, g, out=tmp)
-    tmp *= 1 - alpha
-    v += tmp  # v_t = α v_{t-1} + (1 - α) g_t²
+    g = gradient(p, g, g_t, tmp, maximize=maximize, weight_decay=weight_decay)
+    average_of_squares(v, g, alpha, tmp)  # v_t = α v_{t-1} + (1 - α) g_t²
     if g_ave is not None:
         np.subtract(g, g_ave, out=tmp)
         tmp *= 1 - alpha

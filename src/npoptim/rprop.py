@@ -2,12 +2,11 @@ r"""Rprop: resilient backpropagation, a per-element step size driven by gradient
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
-from ._kernel import CHUNK_BYTES, Array, as_real, chunks, scratch, temporaries
+from ._kernel import Array, elementwise, temporaries
 from .optimizer import (
     Optimizer,
     ParamsT,
@@ -15,6 +14,7 @@ from .optimizer import (
     _check_nonnegative,
     _differentiable_doc,
     _foreach_doc,
+    _fused_doc,
     _maximize_doc,
     _params_doc,
     _zeros_like,
@@ -36,11 +36,12 @@ class Rprop(Optimizer):
         foreach: bool | None = None,
         maximize: bool = False,
         differentiable: bool = False,
+        fused: bool | None = None,
     ) -> None:
         _check_nonnegative(lr=lr)
         if not 0.0 < etas[0] < 1.0 < etas[1]:
             raise ValueError(f"Invalid eta values: {etas[0]}, {etas[1]}")
-        _check_impl_flags(foreach, None, differentiable)
+        _check_impl_flags(foreach, fused, differentiable)
         defaults = {
             "lr": lr,
             "etas": etas,
@@ -50,6 +51,8 @@ class Rprop(Optimizer):
             "differentiable": differentiable,
             "capturable": capturable,
         }
+        if fused is not None:  # torch's class has no fused: its key only when used
+            defaults["fused"] = fused
         super().__init__(params, defaults)
 
     _group_flags: ClassVar[dict[str, Any]] = {
@@ -83,6 +86,7 @@ class Rprop(Optimizer):
             etaplus=etaplus,
             maximize=group["maximize"],
             foreach=group["foreach"],
+            fused=group.get("fused"),
         )
 
 
@@ -126,6 +130,7 @@ Rprop.__doc__ = rf"""Implements the resilient backpropagation algorithm.
             step sizes (default: (1e-6, 50))
         capturable (bool, optional): accepted for compatibility; has no effect (default: False)
         {_foreach_doc}
+        {_fused_doc}
         {_maximize_doc}
         {_differentiable_doc}
 
@@ -157,26 +162,20 @@ def rprop(
     etaplus: float,
     maximize: bool,
     foreach: bool | None = None,
+    fused: bool | None = None,
 ) -> None:
     """Functional Rprop: updates ``params``, ``prevs`` and ``step_sizes`` in place.
 
     ``state_steps`` holds each parameter's step count (kept for torch's signature; Rprop's
     update does not depend on it). See :class:`Rprop` for the math.
+    ``foreach`` and ``fused`` pick the implementation; with neither, the multi-tensor path
+    runs, bit-identical to the for-loop (see :mod:`npoptim._kernel`).
     """
-    for i, param in enumerate(params):
-        arrays = (param, grads[i], prevs[i], step_sizes[i])
-        for piece in chunks(*(as_real(a) for a in arrays)):
-            _rprop_piece(
-                *piece, step_size_min=step_size_min, step_size_max=step_size_max,
-                etaminus=etaminus, etaplus=etaplus, maximize=maximize,
-            )  # fmt: skip
-
-
-def _flags(like: Array, count: int) -> Sequence[Array]:
-    """``count`` boolean scratch arrays shaped like the piece ``like``."""
-    if like.ndim == 1 and like.shape[0] * like.itemsize <= CHUNK_BYTES:
-        return [scratch(like.shape[0], np.dtype(np.bool_), slot) for slot in range(count)]
-    return [np.empty(like.shape, dtype=np.bool_) for _ in range(count)]
+    elementwise(
+        "rprop", _rprop_piece, [params, grads, prevs, step_sizes], {},
+        foreach=foreach, fused=fused, step_size_min=step_size_min, step_size_max=step_size_max,
+        etaminus=etaminus, etaplus=etaplus, maximize=maximize,
+    )  # fmt: skip
 
 
 def _rprop_piece(
@@ -193,7 +192,7 @@ def _rprop_piece(
 ) -> None:
     """One Rprop update of a piece of a parameter, its previous gradient and step sizes."""
     (factor,) = temporaries(p, 1)
-    same, flip = _flags(p, 2)
+    same, flip = temporaries(p, 2, np.bool_)
     np.multiply(g, prev, out=factor)
     if maximize:
         np.negative(factor, out=factor)  # g_prev g_t with g_t = -grad

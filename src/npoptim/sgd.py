@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ._kernel import Array, as_real, chunks, temporaries
+from ._kernel import Array, elementwise, gradient, temporaries
 from .optimizer import (
     Optimizer,
     ParamsT,
@@ -83,6 +83,7 @@ class SGD(Optimizer):
             nesterov=group["nesterov"],
             maximize=group["maximize"],
             foreach=group["foreach"],
+            fused=group["fused"],
         )
         if momentum != 0:
             for p, buf in zip(params, buffers, strict=True):
@@ -155,12 +156,16 @@ def sgd(
     nesterov: bool,
     maximize: bool,
     foreach: bool | None = None,
+    fused: bool | None = None,
 ) -> None:
     """Functional SGD: updates ``params`` in place (see :class:`SGD` for the math).
 
     ``momentum_buffer_list[i]`` is the momentum buffer of ``params[i]`` or None before the
     first step; new buffers are written back into the list.
+    ``foreach`` and ``fused`` pick the implementation; with neither, the multi-tensor path
+    runs, bit-identical to the for-loop (see :mod:`npoptim._kernel`).
     """
+    dense: list[int] = []
     for i, (param, grad) in enumerate(zip(params, d_p_list, strict=True)):
         if isinstance(grad, SparseGrad):
             momentum_buffer_list[i] = _sparse_sgd_step(
@@ -168,17 +173,23 @@ def sgd(
                 momentum=momentum, lr=lr, dampening=dampening, nesterov=nesterov,
                 maximize=maximize,
             )  # fmt: skip
-            continue
-        first = momentum != 0 and momentum_buffer_list[i] is None
-        if first:
-            momentum_buffer_list[i] = np.empty_like(param.view(np.ndarray))
-        buf = momentum_buffer_list[i]
-        arrays = [as_real(param), as_real(grad)] + ([as_real(buf)] if momentum != 0 else [])
-        for piece in chunks(*arrays):
-            _sgd_piece(
-                *piece, weight_decay=weight_decay, momentum=momentum, lr=lr,
-                dampening=dampening, nesterov=nesterov, maximize=maximize, first=first,
-            )  # fmt: skip
+        else:
+            dense.append(i)
+    first = [momentum != 0 and momentum_buffer_list[i] is None for i in dense]
+    for i, new in zip(dense, first, strict=True):
+        if new:  # b_1 = g_1: the piece fills the new buffer
+            momentum_buffer_list[i] = np.empty_like(params[i].view(np.ndarray))
+    elementwise(
+        "sgd", _sgd_piece,
+        [
+            [params[i] for i in dense],
+            [d_p_list[i] for i in dense],
+            [momentum_buffer_list[i] for i in dense] if momentum != 0 else None,
+        ],
+        {"first": first},
+        foreach=foreach, fused=fused, weight_decay=weight_decay, momentum=momentum, lr=lr,
+        dampening=dampening, nesterov=nesterov, maximize=maximize,
+    )  # fmt: skip
 
 
 def _sgd_piece(
@@ -196,20 +207,18 @@ def _sgd_piece(
 ) -> None:
     """One SGD update of a piece of a parameter ``p`` with gradient ``g`` and buffer ``b``."""
     d_p, tmp = temporaries(p, 2)
-    if maximize:
-        np.negative(g, out=d_p)
-        g = d_p
-    if weight_decay != 0:
-        np.multiply(p, weight_decay, out=tmp)
-        np.add(g, tmp, out=d_p)  # g + λθ
-        g = d_p
+    g = gradient(p, g, d_p, tmp, maximize=maximize, weight_decay=weight_decay)
     if b is not None:
         if first:
             np.copyto(b, g)  # b_1 = g_1
         else:
             b *= momentum
-            np.multiply(g, 1 - dampening, out=tmp)
-            b += tmp  # b_t = μ b_{t-1} + (1 - τ) g_t
+            if 1 - dampening != 1:
+                np.multiply(g, 1 - dampening, out=tmp)
+                g_damped = tmp
+            else:  # (1 - τ) g_t is g_t, exactly: one pass fewer
+                g_damped = g
+            b += g_damped  # b_t = μ b_{t-1} + (1 - τ) g_t
         if nesterov:
             np.multiply(b, momentum, out=tmp)
             np.add(g, tmp, out=d_p)  # g_t + μ b_t

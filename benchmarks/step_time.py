@@ -1,0 +1,378 @@
+"""Time one optimizer step of npoptim and torch.optim on the same workloads.
+
+    python benchmarks/step_time.py             # the full run (about 15 minutes on 2 cores)
+    python benchmarks/step_time.py --quick     # a smaller run (about 2 minutes)
+    python benchmarks/step_time.py --threads 4 --json out.json --markdown
+
+Workloads (float32):
+
+* W1: the parameter shapes of ResNet-50 (161 tensors, 25,557,032 values);
+* W2: 2,000 tensors of 256 values (per-tensor overhead);
+* W3: one tensor of 16,000,000 values (memory bandwidth);
+* W4: SparseAdam on a 1,000,000 x 64 table, 1,024 rows touched per step;
+* a sweep of Adam's step time against total size (one tensor of 1K to 64M values) and
+  against tensor count (tensors of 256 values), to show that cost grows linearly.
+
+Every optimizer runs on every path each library has: torch's for-loop (``foreach=False``),
+``foreach=True`` and ``fused=True`` (SGD, Adam, AdamW and Adagrad only), npoptim's for-loop,
+foreach, fused (when numba is installed) and default (neither flag). Adafactor and Muon, which
+are not elementwise, run on their for-loop path only; Muon, which takes matrices only, gets
+the workloads' shapes as matrices (W1: the 54 weights of rank >= 2, reshaped to
+``(out, in * kh * kw)``; W2: 2,000 of 16 x 16; W3: 1,000 x 16,000).
+
+Both libraries use the same number of threads (``--threads``, 2 by default): torch through
+``torch.set_num_threads``, npoptim through ``npoptim.set_num_threads`` (numba's threads on the
+fused path) and BLAS (Muon's matrix products) through the usual environment variables, set
+before NumPy is imported. Each configuration is warmed up (numba compiles then), then the
+variants of one workload and optimizer take their steps in turn, so that a disturbance of the
+machine falls on all of them alike; the table gives the median step time in milliseconds.
+Gradients are set once and kept, as in torch's own optimizer benchmarks.
+
+Ratios are npoptim's time over torch's, so below 1 means npoptim is faster. The targets:
+npoptim's for-loop no slower than torch's for-loop; npoptim's fused no slower than torch's
+fused where torch has one, and at most half the time of torch's fastest path where it has
+none; SparseAdam no slower than torch's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def _parse() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer steps, a smaller sweep")
+    parser.add_argument("--threads", type=int, default=2, help="threads for both libraries")
+    parser.add_argument(
+        "--json", default=os.path.join(os.path.dirname(__file__), "results", "step_time.json")
+    )
+    parser.add_argument("--markdown", action="store_true", help="print the tables as markdown")
+    parser.add_argument("--workloads", default="W1,W2,W3,W4,sweep", help="comma-separated")
+    parser.add_argument("--optimizers", default="", help="comma-separated (default: all)")
+    return parser.parse_args()
+
+
+ARGS = _parse() if __name__ == "__main__" else None
+if ARGS is not None:  # BLAS reads these when it loads, with NumPy or torch
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(ARGS.threads)
+
+# ruff: noqa: E402  (the imports follow the thread settings on purpose)
+import gc
+import importlib.util
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+import npoptim
+
+Shape = tuple[int, ...]
+
+OPTIMIZERS: dict[str, dict[str, Any]] = {
+    "SGD": {"lr": 1e-3, "momentum": 0.9},
+    "Adam": {},
+    "AdamW": {},
+    "RMSprop": {},
+    "Adagrad": {},
+    "Adadelta": {},
+    "Adamax": {},
+    "ASGD": {},
+    "Rprop": {},
+    "NAdam": {},
+    "RAdam": {},
+    "Adafactor": {},
+    "Muon": {},
+}
+TORCH_FUSED = {"SGD", "Adam", "AdamW", "Adagrad"}
+NOT_ELEMENTWISE = {"Adafactor", "Muon"}
+HAS_NUMBA = importlib.util.find_spec("numba") is not None
+
+
+def resnet50_shapes() -> list[Shape]:
+    """The parameter shapes of torchvision's ResNet-50, in order."""
+    shapes: list[Shape] = [(64, 3, 7, 7), (64,), (64,)]
+    inplanes = 64
+    for planes, blocks in ((64, 3), (128, 4), (256, 6), (512, 3)):
+        for b in range(blocks):
+            shapes += [(planes, inplanes, 1, 1), (planes,), (planes,)]
+            shapes += [(planes, planes, 3, 3), (planes,), (planes,)]
+            shapes += [(planes * 4, planes, 1, 1), (planes * 4,), (planes * 4,)]
+            if b == 0:  # the downsampling shortcut
+                shapes += [(planes * 4, inplanes, 1, 1), (planes * 4,), (planes * 4,)]
+            inplanes = planes * 4
+    shapes += [(1000, 2048), (1000,)]
+    assert len(shapes) == 161 and sum(int(np.prod(s)) for s in shapes) == 25_557_032
+    return shapes
+
+
+WORKLOADS: dict[str, list[Shape]] = {
+    "W1": resnet50_shapes(),
+    "W2": [(256,)] * 2000,
+    "W3": [(16_000_000,)],
+}
+MUON_WORKLOADS: dict[str, list[Shape]] = {
+    "W1": [(s[0], int(np.prod(s[1:]))) for s in resnet50_shapes() if len(s) >= 2],
+    "W2": [(16, 16)] * 2000,
+    "W3": [(1000, 16_000)],
+}
+
+
+# ---------------------------------------------------------------------------- variants
+class Variant:
+    """One optimizer on one path of one library, with its own copy of the parameters."""
+
+    def __init__(self, library: str, path: str, step: Callable[[], object]) -> None:
+        self.library, self.path, self.step = library, path, step
+        self.samples: list[float] = []
+
+    def time_step(self) -> None:
+        start = time.perf_counter()
+        self.step()
+        self.samples.append((time.perf_counter() - start) * 1e3)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+
+def _flags(path: str) -> dict[str, bool]:
+    return {"for-loop": {"foreach": False}, "foreach": {"foreach": True},
+            "fused": {"fused": True}, "default": {}}[path]  # fmt: skip
+
+
+def torch_paths(name: str) -> list[str]:
+    if name in NOT_ELEMENTWISE:
+        return ["for-loop"]
+    return ["for-loop", "foreach"] + (["fused"] if name in TORCH_FUSED else [])
+
+
+def npoptim_paths(name: str) -> list[str]:
+    if name in NOT_ELEMENTWISE or name == "SparseAdam":
+        return ["default"]
+    return ["for-loop", "foreach"] + (["fused"] if HAS_NUMBA else []) + ["default"]
+
+
+def make_variant(
+    library: str, name: str, path: str, values: Sequence[np.ndarray], grads: Sequence[np.ndarray]
+) -> Variant:
+    kwargs = {**OPTIMIZERS[name], **_flags(path)}
+    if name in NOT_ELEMENTWISE:
+        kwargs = dict(OPTIMIZERS[name])  # one path: no flags
+    if library == "torch":
+        tparams = [torch.nn.Parameter(torch.from_numpy(v.copy())) for v in values]
+        for p, g in zip(tparams, grads, strict=True):
+            p.grad = torch.from_numpy(g.copy())
+        return Variant(library, path, getattr(torch.optim, name)(tparams, **kwargs).step)
+    nparams = [npoptim.Parameter(v.copy()) for v in values]
+    for p, g in zip(nparams, grads, strict=True):
+        p.grad = g.copy()
+    return Variant(library, path, getattr(npoptim, name)(nparams, **kwargs).step)
+
+
+def run_round_robin(variants: list[Variant], warmup: int, repeats: int) -> None:
+    for v in variants:
+        for _ in range(warmup):
+            v.step()
+    for _ in range(repeats):
+        for v in variants:
+            v.time_step()
+
+
+def dense_workload(shapes: Sequence[Shape], seed: int = 0) -> tuple[list[Any], list[Any]]:
+    rng = np.random.default_rng(seed)
+    values = [rng.standard_normal(s, dtype=np.float32) for s in shapes]
+    grads = [rng.standard_normal(s, dtype=np.float32) * np.float32(1e-2) for s in shapes]
+    return values, grads
+
+
+def bench_dense(workload: str, names: Sequence[str], warmup: int, repeats: int) -> list[dict]:
+    rows = []
+    for name in names:
+        shapes = (MUON_WORKLOADS if name == "Muon" else WORKLOADS)[workload]
+        values, grads = dense_workload(shapes)
+        variants = [make_variant("torch", name, p, values, grads) for p in torch_paths(name)]
+        variants += [make_variant("npoptim", name, p, values, grads) for p in npoptim_paths(name)]
+        del values, grads
+        slow = name == "Muon" and workload != "W2"  # seconds a step: fewer of them
+        run_round_robin(variants, min(warmup, 1) if slow else warmup, 3 if slow else repeats)
+        row = {"workload": workload, "optimizer": name}
+        row["times_ms"] = {f"{v.library} {v.path}": v.median for v in variants}
+        row["samples_ms"] = {f"{v.library} {v.path}": v.samples for v in variants}
+        rows.append(row)
+        print(f"  {workload} {name}: " + ", ".join(
+            f"{k} {t:.2f}" for k, t in row["times_ms"].items()), flush=True)  # fmt: skip
+        del variants
+        gc.collect()
+    return rows
+
+
+def bench_sparse_adam(warmup: int, repeats: int) -> list[dict]:
+    rows, cols, touched = 1_000_000, 64, 1024
+    rng = np.random.default_rng(0)
+    table = rng.standard_normal((rows, cols), dtype=np.float32)
+    index = rng.choice(rows, touched, replace=False)
+    values = rng.standard_normal((touched, cols), dtype=np.float32)
+    tp = torch.nn.Parameter(torch.from_numpy(table.copy()))
+    tp.grad = torch.sparse_coo_tensor(
+        torch.from_numpy(index)[None, :], torch.from_numpy(values.copy()), (rows, cols)
+    )
+    npp = npoptim.Parameter(table.copy())
+    npp.grad = npoptim.SparseGrad(index.copy(), values.copy(), (rows, cols))
+    variants = [
+        Variant("torch", "for-loop", torch.optim.SparseAdam([tp]).step),
+        Variant("npoptim", "default", npoptim.SparseAdam([npp]).step),
+    ]
+    run_round_robin(variants, warmup, repeats * 4)  # fast steps: more of them
+    times = {f"{v.library} {v.path}": v.median for v in variants}
+    print("  W4 SparseAdam: " + ", ".join(f"{k} {t:.3f}" for k, t in times.items()), flush=True)
+    samples = {f"{v.library} {v.path}": v.samples for v in variants}
+    return [{"workload": "W4", "optimizer": "SparseAdam", "times_ms": times, "samples_ms": samples}]
+
+
+def bench_sweep(quick: bool, warmup: int, repeats: int) -> list[dict]:
+    """Adam against total size (one tensor) and against tensor count (256 values each)."""
+    sizes = [1 << 10, 1 << 12, 1 << 14, 1 << 16, 1 << 18, 1 << 20, 1 << 22, 1 << 24, 1 << 26]
+    counts = [1, 8, 64, 512, 4096]
+    if quick:
+        sizes, counts = sizes[:-2], counts[:-1]
+    points = [("size", n, [(n,)]) for n in sizes] + [("count", c, [(256,)] * c) for c in counts]
+    rows = []
+    for axis, x, shapes in points:
+        values, grads = dense_workload(shapes)
+        variants = [make_variant("torch", "Adam", p, values, grads) for p in torch_paths("Adam")]
+        variants += [make_variant("npoptim", "Adam", p, values, grads)
+                     for p in npoptim_paths("Adam")]  # fmt: skip
+        del values, grads
+        big = x >= 1 << 24
+        run_round_robin(variants, 1 if big else warmup, max(3, repeats // 3) if big else repeats)
+        times = {f"{v.library} {v.path}": v.median for v in variants}
+        rows.append({"axis": axis, "x": x, "times_ms": times})
+        print(f"  sweep {axis}={x}: " + ", ".join(f"{k} {t:.3f}" for k, t in times.items()),
+              flush=True)  # fmt: skip
+        del variants
+        gc.collect()
+    return rows
+
+
+# ------------------------------------------------------------------------------- report
+def targets(row: dict) -> dict[str, tuple[float, float] | None]:
+    """Each target's (ratio, limit) for a row, None where it does not apply."""
+    t = row["times_ms"]
+    name = row["optimizer"]
+    out: dict[str, tuple[float, float] | None] = {"for-loop": None, "fused": None}
+    if name == "SparseAdam":
+        out["for-loop"] = (t["npoptim default"] / t["torch for-loop"], 1.0)
+        return out
+    if name in NOT_ELEMENTWISE:
+        out["for-loop"] = (t["npoptim default"] / t["torch for-loop"], 1.0)
+        return out
+    out["for-loop"] = (t["npoptim for-loop"] / t["torch for-loop"], 1.0)
+    if "npoptim fused" in t:
+        if "torch fused" in t:
+            out["fused"] = (t["npoptim fused"] / t["torch fused"], 1.0)
+        else:
+            best = min(v for k, v in t.items() if k.startswith("torch"))
+            out["fused"] = (t["npoptim fused"] / best, 0.5)
+    return out
+
+
+COLUMNS = ["torch for-loop", "torch foreach", "torch fused",
+           "npoptim for-loop", "npoptim foreach", "npoptim fused", "npoptim default"]  # fmt: skip
+
+
+def _cell(ratio_limit: tuple[float, float] | None) -> str:
+    if ratio_limit is None:
+        return "-"
+    ratio, limit = ratio_limit
+    return f"{ratio:.2f}" + ("" if ratio <= limit else " MISS")
+
+
+def report(rows: list[dict], markdown: bool) -> str:
+    head = ["workload", "optimizer", *COLUMNS, "loop ratio (<=1)", "fused ratio (target)"]
+    lines = []
+    for row in rows:
+        t = row["times_ms"]
+        goal = targets(row)
+        fused = goal["fused"]
+        fused_cell = _cell(fused) + ("" if fused is None else f" (<={fused[1]:g})")
+        cells = [row["workload"], row["optimizer"]]
+        cells += [f"{t[c]:.3g}" if c in t else "" for c in COLUMNS]
+        cells += [_cell(goal["for-loop"]), fused_cell]
+        lines.append(cells)
+    if markdown:
+        out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        out += ["| " + " | ".join(c or " " for c in cells) + " |" for cells in lines]
+        return "\n".join(out)
+    widths = [max(len(head[k]), *(len(cells[k]) for cells in lines)) for k in range(len(head))]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join([fmt.format(*head)] + [fmt.format(*cells) for cells in lines])
+
+
+def sweep_report(rows: list[dict], markdown: bool) -> str:
+    keys = [k for k in COLUMNS if k in rows[0]["times_ms"]]
+    head = ["axis", "x", *keys]
+    lines = [[r["axis"], str(r["x"]), *(f"{r['times_ms'][k]:.3g}" for k in keys)] for r in rows]
+    if markdown:
+        out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        return "\n".join(out + ["| " + " | ".join(cells) + " |" for cells in lines])
+    widths = [max(len(head[k]), *(len(c[k]) for c in lines)) for k in range(len(head))]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join([fmt.format(*head)] + [fmt.format(*cells) for cells in lines])
+
+
+def machine() -> dict[str, Any]:
+    model = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    versions = {"python": platform.python_version(), "numpy": np.__version__,
+                "torch": torch.__version__, "npoptim": npoptim.__version__}  # fmt: skip
+    if HAS_NUMBA:
+        import numba
+
+        versions["numba"] = numba.__version__
+    return {"cpu": model, "cpus": os.cpu_count(), "platform": platform.platform(), **versions}
+
+
+def main(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)
+    npoptim.set_num_threads(args.threads)
+    warmup, repeats = (1, 5) if args.quick else (3, 15)
+    names = [n for n in args.optimizers.split(",") if n] or list(OPTIMIZERS)
+    chosen = args.workloads.split(",")
+    info = {"machine": machine(), "threads": args.threads, "quick": args.quick,
+            "load_before": os.getloadavg()}  # fmt: skip
+    print(f"{info['machine']['cpu']}, {info['machine']['cpus']} CPUs, {args.threads} threads,"
+          f" load {info['load_before'][0]:.2f}", flush=True)  # fmt: skip
+    rows: list[dict] = []
+    for workload in ("W1", "W2", "W3"):
+        if workload in chosen:
+            rows += bench_dense(workload, names, warmup, repeats)
+    if "W4" in chosen:
+        rows += bench_sparse_adam(warmup, repeats)
+    sweep = bench_sweep(args.quick, warmup, repeats) if "sweep" in chosen else []
+    info["load_after"] = os.getloadavg()
+    print("\nMedian step time (ms); ratios are npoptim / torch (MISS: target missed)\n")
+    print(report(rows, args.markdown))
+    if sweep:
+        print("\nAdam against total size (one tensor) and tensor count (256 values each), ms\n")
+        print(sweep_report(sweep, args.markdown))
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    with open(args.json, "w") as f:
+        json.dump({**info, "results": rows, "sweep": sweep}, f, indent=1)
+    print(f"\nwrote {args.json}")
+
+
+if __name__ == "__main__":
+    assert ARGS is not None
+    sys.exit(main(ARGS))

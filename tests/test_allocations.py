@@ -1,0 +1,99 @@
+"""A step allocates no temporary the size of a parameter.
+
+The elementwise kernels work through a parameter in cache-sized chunks with reused scratch
+buffers (the NumPy paths) or in one compiled pass (the fused path), so after a warm-up step
+(which creates the state, the scratch buffers, the helper threads and the compiled code) a step
+on a parameter of a million elements allocates less than a quarter of its size in all.
+tracemalloc sees NumPy's allocations, in every thread.
+
+Muon and LBFGS are left out: their updates are not elementwise (Newton–Schulz iterations on
+the parameter's matrix; flat direction and history vectors) and keep parameter-sized arrays
+by nature.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import tracemalloc
+from typing import Any
+
+import numpy as np
+import pytest
+
+import npoptim
+from configs import CONFIGS
+from harness import config_ids
+from npoptim import Parameter, SparseGrad
+
+ELEMENTWISE = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "ASGD",
+               "Rprop", "NAdam", "RAdam"]  # fmt: skip
+CASES = [(f"{name}-{desc}", name, kwargs) for name in ELEMENTWISE for desc, kwargs in CONFIGS[name]]
+PATHS = {"default": {}, "foreach": {"foreach": True}, "for-loop": {"foreach": False}}
+SIZE = 1_000_000
+
+
+def extra_bytes_of_a_step(opt: npoptim.Optimizer, set_grads: Any) -> int:
+    """The most memory a step had allocated at once, beyond what was allocated before it."""
+    for _ in range(2):  # warm-up
+        set_grads()
+        opt.step()
+    set_grads()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        opt.step()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return peak - before
+
+
+def dense(p: Parameter, rng: np.random.Generator) -> Any:
+    def set_grads() -> None:
+        p.grad = rng.standard_normal(p.shape).astype(p.dtype)
+
+    return set_grads
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+@pytest.mark.parametrize(("name", "kwargs"), [c[1:] for c in CASES],
+                         ids=config_ids([(c[0], c[2]) for c in CASES]))  # fmt: skip
+def test_elementwise_step_allocates_no_parameter_sized_temporary(
+    name: str, kwargs: dict[str, Any], path: str
+) -> None:
+    rng = np.random.default_rng(0)
+    p = Parameter(rng.standard_normal(SIZE).astype(np.float32))
+    opt = getattr(npoptim, name)([p], **{**kwargs, **PATHS[path]})
+    assert extra_bytes_of_a_step(opt, dense(p, rng)) < p.nbytes / 4
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("numba") is None, reason='needs numba: pip install "npoptim[fused]"'
+)
+@pytest.mark.parametrize("name", ELEMENTWISE)
+def test_fused_step_allocates_no_parameter_sized_temporary(name: str) -> None:
+    rng = np.random.default_rng(0)
+    p = Parameter(rng.standard_normal(SIZE).astype(np.float32))
+    opt = getattr(npoptim, name)([p], fused=True, **({"lr": 0.1} if name == "SGD" else {}))
+    assert extra_bytes_of_a_step(opt, dense(p, rng)) < p.nbytes / 4
+
+
+def test_sparse_adam_step_allocates_no_parameter_sized_temporary() -> None:
+    rng = np.random.default_rng(0)
+    p = Parameter(rng.standard_normal((SIZE // 10, 10)).astype(np.float32))
+
+    def set_grads() -> None:
+        rows = rng.choice(p.shape[0], 256, replace=False)
+        values = rng.standard_normal((256, 10)).astype(np.float32)
+        p.grad = SparseGrad(rows, values, p.shape)
+
+    opt = npoptim.SparseAdam([p])
+    assert extra_bytes_of_a_step(opt, set_grads) < p.nbytes / 4
+
+
+@pytest.mark.parametrize("shape", [(1000, 1000), (SIZE,)])
+def test_adafactor_step_allocates_no_parameter_sized_temporary(shape: tuple[int, ...]) -> None:
+    rng = np.random.default_rng(0)
+    p = Parameter(rng.standard_normal(shape).astype(np.float32))
+    opt = npoptim.Adafactor([p])
+    assert extra_bytes_of_a_step(opt, dense(p, rng)) < p.nbytes / 4
