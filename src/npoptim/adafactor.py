@@ -215,19 +215,14 @@ def adafactor(
             col_mean = np.einsum("...ij,...ij->...j", grad, grad)[..., None, :] / n_rows
             _lerp(row_var, row_mean, weight, np.empty_like(row_mean))  # R_t
             _lerp(col_var, col_mean, weight, np.empty_like(col_mean))  # C_t
-        else:
-            variance = variances[i]
-            assert variance is not None
-            for v, g in _pieces(variance, grad):
-                square, tmp = temporaries(g, 2)
-                _lerp(v, np.multiply(g, g, out=square), weight, tmp)  # V̂_t
-        # U_t is computed a piece at a time, twice: once for its norm, once to apply it
+        # U_t is computed a piece at a time, twice: once for its norm (a vector's V̂_t is
+        # updated on that pass), once to apply it
         pieces = functools.partial(
             _update_pieces, param, grad, row_vars[i], col_vars[i], variances[i], eps1
         )
-        squares = sum(float(np.dot(u.reshape(-1), u.reshape(-1))) for _, u in pieces())
+        squares = sum(float(np.dot(u.reshape(-1), u.reshape(-1))) for _, u in pieces(weight))
         clip = max(1.0, math.sqrt(squares) / (grad.size**0.5 * d))  # max(1, RMS(U_t) / d)
-        for p, u in pieces():
+        for p, u in pieces(None):
             u *= alpha / clip
             if maximize:
                 p += u  # G_t = -grad; the factors only see G_t², which is the same
@@ -251,31 +246,46 @@ def _update_pieces(
     col_var: Array | None,
     variance: Array | None,
     eps1: float,
+    weight: float | None,
 ) -> Iterator[tuple[Array, Array]]:
     r"""Matching pieces ``(θ, U)`` of the parameter and of its unclipped update
     :math:`U_t = G_t / \max(\sqrt{\widehat{V}_t}, \epsilon_1)`, with
     :math:`\widehat{V}_t = R_t C_t / \max(\operatorname{mean}(R_t), \epsilon_1)` for a
-    factored parameter. ``U`` lives in a scratch buffer until the next piece."""
+    factored parameter. ``U`` lives in a scratch buffer until the next piece. With a
+    ``weight`` (the first pass), a vector's :math:`\widehat{V}_t` is first updated in place."""
     if variance is not None:  # a vector or a scalar: V̂_t is stored
         for p, g, v in _pieces(param, grad, variance):
-            (u,) = temporaries(g, 1)
-            np.maximum(v, eps1 * eps1, out=u)
-            yield p, _divide_by_root(g, u)
+            u, tmp = temporaries(g, 2)
+            if weight is not None:
+                _lerp(v, np.multiply(g, g, out=u), weight, tmp)  # V̂_t
+            yield p, _divide_by_root(g, np.maximum(v, eps1 * eps1, out=u))
         return
     assert row_var is not None and col_var is not None
     n_rows, n_cols = grad.shape[-2:]
+    square_eps1 = eps1 * eps1
     row_scale = np.maximum(row_var.mean(axis=-2, keepdims=True), eps1)
-    step = max(1, CHUNK_BYTES // (n_cols * grad.itemsize))  # rows a piece
-    for lead in np.ndindex(grad.shape[:-2]):  # each matrix of a stack
-        r, c, scale = row_var[lead], col_var[lead], row_scale[lead]
-        for start in range(0, n_rows, step):
-            rows = slice(start, start + step)
-            g = grad[lead][rows]
+    if not (param.flags.c_contiguous and grad.flags.c_contiguous):  # one piece, allocated
+        u = np.multiply(row_var, col_var)  # R_t C_t
+        u /= row_scale  # V̂_t
+        yield param, _divide_by_root(grad, np.maximum(u, square_eps1, out=u))
+        return
+    # the stack of matrices as (count, rows, cols); a piece is some whole matrices, or some
+    # rows of one matrix where a matrix is larger than a piece
+    p3, g3 = param.reshape(-1, n_rows, n_cols), grad.reshape(-1, n_rows, n_cols)
+    r3, c3 = row_var.reshape(-1, n_rows, 1), col_var.reshape(-1, 1, n_cols)
+    s3 = row_scale.reshape(-1, 1, 1)
+    row_bytes = n_cols * grad.itemsize
+    matrices = max(1, CHUNK_BYTES // (n_rows * row_bytes))
+    rows = n_rows if matrices > 1 else max(1, CHUNK_BYTES // row_bytes)
+    for first in range(0, g3.shape[0], matrices):
+        stack = slice(first, first + matrices)
+        for start in range(0, n_rows, rows):
+            piece = (stack, slice(start, start + rows))
+            g = g3[piece]
             (u,) = temporaries(g, 1)
-            np.multiply(r[rows], c, out=u)  # R_t C_t
-            u /= scale  # V̂_t
-            np.maximum(u, eps1 * eps1, out=u)
-            yield param[lead][rows], _divide_by_root(g, u)
+            np.multiply(r3[piece], c3[stack], out=u)  # R_t C_t
+            u /= s3[stack]  # V̂_t
+            yield p3[piece], _divide_by_root(g, np.maximum(u, square_eps1, out=u))
 
 
 def _divide_by_root(g: Array, u: Array) -> Array:

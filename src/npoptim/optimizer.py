@@ -529,7 +529,9 @@ _foreach_doc = r"""foreach (bool, optional): whether the multi-tensor implementa
             (default: None)"""
 
 _fused_doc = r"""fused (bool, optional): whether the compiled single-pass implementation is
-            used (default: None)"""
+            used (numba, ``pip install "npoptim[fused]"``). It computes the same values as the
+            for-loop path; with neither flag, npoptim uses it when numba is installed
+            (default: None)"""
 
 _differentiable_doc = r"""differentiable (bool, optional): accepted for compatibility with
             torch; npoptim has no autograd, so only False is allowed (default: False)"""
