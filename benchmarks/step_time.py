@@ -24,8 +24,10 @@ Both libraries use the same number of threads (``--threads``, 2 by default): tor
 ``torch.set_num_threads``, npoptim through ``npoptim.set_num_threads`` (numba's threads on the
 fused path) and BLAS (Muon's matrix products) through the usual environment variables, set
 before NumPy is imported. Each configuration is warmed up (numba compiles then), then the
-variants of one workload and optimizer take their steps in turn, so that a disturbance of the
-machine falls on all of them alike; the table gives the median step time in milliseconds.
+variants of one workload and optimizer take their steps in turn, in a new random order each
+round and after a pause of 5 ms (so that no variant runs while the threads of the one before
+are still spinning), so that a disturbance of the machine falls on all of them alike; the
+table gives the median step time in milliseconds.
 Gradients are set once and kept, as in torch's own optimizer benchmarks.
 
 Ratios are npoptim's time over torch's, so below 1 means npoptim is faster. The targets:
@@ -64,6 +66,7 @@ import gc
 import importlib.util
 import json
 import platform
+import random
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -177,12 +180,19 @@ def make_variant(
     return Variant(library, path, getattr(npoptim, name)(nparams, **kwargs).step)
 
 
+#: Pause before each timed step, so that the worker threads of the step before (which spin
+#: for a while after their work, torch's and numba's alike) are idle again.
+PAUSE_S = 0.005
+
+
 def run_round_robin(variants: list[Variant], warmup: int, repeats: int) -> None:
     for v in variants:
         for _ in range(warmup):
             v.step()
+    order = random.Random(0)
     for _ in range(repeats):
-        for v in variants:
+        for v in order.sample(variants, len(variants)):  # a new order each round
+            time.sleep(PAUSE_S)
             v.time_step()
 
 
