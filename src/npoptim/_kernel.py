@@ -30,9 +30,9 @@ import itertools
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
@@ -47,6 +47,7 @@ __all__ = [
     "gradient",
     "job",
     "moments",
+    "parallel_map",
     "require_numba",
     "run_pieces",
     "scratch",
@@ -55,6 +56,8 @@ __all__ = [
 ]
 
 Array = np.ndarray[Any, Any]
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 #: Size in bytes of the pieces an elementwise kernel works on at a time.
 CHUNK_BYTES = 1 << 20
@@ -237,25 +240,43 @@ def run_pieces(piece: Piece, jobs: Sequence[Job]) -> None:
         views = [None if a is None else next(it) for a in arrays]
         step = max(1, CHUNK_BYTES // p.itemsize)
         tasks += [(views, kwargs, start, start + step) for start in range(0, p.size, step)]
+
+    def update_small() -> None:
+        for arrays, kwargs in small:
+            piece(*arrays, **kwargs)
+
+    def update_chunk(task: tuple[list[Array | None], Mapping[str, Any], int, int]) -> None:
+        views, kwargs, start, stop = task
+        piece(*(None if v is None else v[start:stop] for v in views), **kwargs)
+
+    # the helpers start on the chunks while this thread does the small ones
+    parallel_map(update_chunk, tasks, first=update_small)
+
+
+def parallel_map(
+    fn: Callable[[_T], _R], items: Sequence[_T], first: Callable[[], object] | None = None
+) -> list[_R]:
+    """``[fn(x) for x in items]``, the items shared among :func:`get_num_threads` threads
+    (NumPy releases the GIL inside its loops); the results come in the order of ``items``.
+    ``first``, when given, runs on this thread before it joins the others on the items (work
+    too small to share among threads)."""
+    threads = min(get_num_threads(), len(items) + (first is not None))
+    results: list[_R | None] = [None] * len(items)
     counter = itertools.count()
 
     def work() -> None:
-        while (k := next(counter)) < len(tasks):
-            views, kwargs, start, stop = tasks[k]
-            piece(*(None if v is None else v[start:stop] for v in views), **kwargs)
+        while (k := next(counter)) < len(items):
+            results[k] = fn(items[k])
 
-    threads = min(get_num_threads(), len(tasks) + 1)
-    futures: list[Future[None]] = []
-    if threads > 1:  # the helpers start on the chunks while this thread does the small ones
-        pool = _executor(threads - 1)
-        futures = [pool.submit(work) for _ in range(threads - 1)]
+    futures = [_executor(threads - 1).submit(work) for _ in range(threads - 1)]
     try:
-        for arrays, kwargs in small:
-            piece(*arrays, **kwargs)
+        if first is not None:
+            first()
         work()
     finally:
         for future in futures:
             future.result()
+    return cast(list[_R], results)
 
 
 def elementwise(

@@ -2,14 +2,12 @@ r"""Adafactor: adaptive steps from a factored (row times column) second moment."
 
 from __future__ import annotations
 
-import functools
 import math
-from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import numpy as np
 
-from ._kernel import CHUNK_BYTES, Array, temporaries
+from ._kernel import CHUNK_BYTES, Array, parallel_map, temporaries
 from .optimizer import (
     Optimizer,
     ParamsT,
@@ -216,76 +214,86 @@ def adafactor(
             _lerp(row_var, row_mean, weight, np.empty_like(row_mean))  # R_t
             _lerp(col_var, col_mean, weight, np.empty_like(col_mean))  # C_t
         # U_t is computed a piece at a time, twice: once for its norm (a vector's V̂_t is
-        # updated on that pass), once to apply it
-        pieces = functools.partial(
-            _update_pieces, param, grad, row_vars[i], col_vars[i], variances[i], eps1
-        )
-        squares = sum(float(np.dot(u.reshape(-1), u.reshape(-1))) for _, u in pieces(weight))
+        # updated on that pass), once to apply it; the pieces are shared among threads
+        pieces = _pieces_of(param, grad, row_vars[i], col_vars[i], variances[i], eps1)
+
+        def squared_norm(piece: Piece, weight: float = weight, eps1: float = eps1) -> float:
+            u = _update(piece, eps1, weight)
+            return float(np.dot(u.reshape(-1), u.reshape(-1)))
+
+        squares = sum(parallel_map(squared_norm, pieces))  # summed in order: deterministic
         clip = max(1.0, math.sqrt(squares) / (grad.size**0.5 * d))  # max(1, RMS(U_t) / d)
-        for p, u in pieces(None):
-            u *= alpha / clip
+
+        def apply(piece: Piece, scale: float = alpha / clip, eps1: float = eps1) -> None:
+            p, u = piece[0], _update(piece, eps1, None)
+            u *= scale
             if maximize:
                 p += u  # G_t = -grad; the factors only see G_t², which is the same
             else:
                 p -= u  # θ_t = θ_{t-1} - α_t Û_t
 
-
-def _pieces(*arrays: Array) -> Iterator[tuple[Array, ...]]:
-    """Matching flat pieces of at most ``CHUNK_BYTES`` of same-shaped arrays of at most one
-    dimension (views: writes to a piece write to the array)."""
-    flat = [a.reshape(-1) for a in arrays]
-    step = max(1, CHUNK_BYTES // flat[0].itemsize)
-    for start in range(0, flat[0].shape[0], step):
-        yield tuple(f[start : start + step] for f in flat)
+        parallel_map(apply, pieces)
 
 
-def _update_pieces(
+#: Matching pieces of a parameter, its gradient and its second moment: ``(θ, G, V̂)`` for a
+#: vector, ``(θ, G, R, C, max(mean(R), ε1))`` for a stack of matrices.
+Piece = tuple[Array, ...]
+
+
+def _pieces_of(
     param: Array,
     grad: Array,
     row_var: Array | None,
     col_var: Array | None,
     variance: Array | None,
     eps1: float,
-    weight: float | None,
-) -> Iterator[tuple[Array, Array]]:
-    r"""Matching pieces ``(θ, U)`` of the parameter and of its unclipped update
-    :math:`U_t = G_t / \max(\sqrt{\widehat{V}_t}, \epsilon_1)`, with
-    :math:`\widehat{V}_t = R_t C_t / \max(\operatorname{mean}(R_t), \epsilon_1)` for a
-    factored parameter. ``U`` lives in a scratch buffer until the next piece. With a
-    ``weight`` (the first pass), a vector's :math:`\widehat{V}_t` is first updated in place."""
+) -> list[Piece]:
+    """The pieces of at most ``CHUNK_BYTES`` of a parameter's update (views: writes to a piece
+    write to the arrays): flat runs of a vector; whole matrices of a stack, or rows of one
+    matrix where a matrix is larger than a piece. A factored parameter whose arrays are not
+    C-contiguous is one piece."""
     if variance is not None:  # a vector or a scalar: V̂_t is stored
-        for p, g, v in _pieces(param, grad, variance):
-            u, tmp = temporaries(g, 2)
-            if weight is not None:
-                _lerp(v, np.multiply(g, g, out=u), weight, tmp)  # V̂_t
-            yield p, _divide_by_root(g, np.maximum(v, eps1 * eps1, out=u))
-        return
+        flat = [a.reshape(-1) for a in (param, grad, variance)]
+        step = max(1, CHUNK_BYTES // grad.itemsize)
+        return [tuple(f[i : i + step] for f in flat) for i in range(0, grad.size, step)]
     assert row_var is not None and col_var is not None
     n_rows, n_cols = grad.shape[-2:]
-    square_eps1 = eps1 * eps1
     row_scale = np.maximum(row_var.mean(axis=-2, keepdims=True), eps1)
-    if not (param.flags.c_contiguous and grad.flags.c_contiguous):  # one piece, allocated
-        u = np.multiply(row_var, col_var)  # R_t C_t
-        u /= row_scale  # V̂_t
-        yield param, _divide_by_root(grad, np.maximum(u, square_eps1, out=u))
-        return
-    # the stack of matrices as (count, rows, cols); a piece is some whole matrices, or some
-    # rows of one matrix where a matrix is larger than a piece
+    if not (param.flags.c_contiguous and grad.flags.c_contiguous):
+        return [(param, grad, row_var, col_var, row_scale)]
     p3, g3 = param.reshape(-1, n_rows, n_cols), grad.reshape(-1, n_rows, n_cols)
     r3, c3 = row_var.reshape(-1, n_rows, 1), col_var.reshape(-1, 1, n_cols)
     s3 = row_scale.reshape(-1, 1, 1)
     row_bytes = n_cols * grad.itemsize
     matrices = max(1, CHUNK_BYTES // (n_rows * row_bytes))
     rows = n_rows if matrices > 1 else max(1, CHUNK_BYTES // row_bytes)
+    pieces: list[Piece] = []
     for first in range(0, g3.shape[0], matrices):
         stack = slice(first, first + matrices)
         for start in range(0, n_rows, rows):
-            piece = (stack, slice(start, start + rows))
-            g = g3[piece]
-            (u,) = temporaries(g, 1)
-            np.multiply(r3[piece], c3[stack], out=u)  # R_t C_t
-            u /= s3[stack]  # V̂_t
-            yield p3[piece], _divide_by_root(g, np.maximum(u, square_eps1, out=u))
+            part = (stack, slice(start, start + rows))
+            pieces.append((p3[part], g3[part], r3[part], c3[stack], s3[stack]))
+    return pieces
+
+
+def _update(piece: Piece, eps1: float, weight: float | None) -> Array:
+    r"""The unclipped update :math:`U_t = G_t / \max(\sqrt{\widehat{V}_t}, \epsilon_1)` of a
+    piece, with :math:`\widehat{V}_t = R_t C_t / \max(\operatorname{mean}(R_t), \epsilon_1)`
+    for a factored parameter, in a scratch buffer (or a new array for a piece larger than
+    ``CHUNK_BYTES``). With a ``weight`` (the first pass), a vector's :math:`\widehat{V}_t` is
+    first updated in place."""
+    g = piece[1]
+    if len(piece) == 3:  # (θ, G, V̂)
+        v = piece[2]
+        u, tmp = temporaries(g, 2)
+        if weight is not None:
+            _lerp(v, np.multiply(g, g, out=u), weight, tmp)  # V̂_t
+        return _divide_by_root(g, np.maximum(v, eps1 * eps1, out=u))
+    _, _, r, c, scale = piece
+    (u,) = temporaries(g, 1)
+    np.multiply(r, c, out=u)  # R_t C_t
+    u /= scale  # V̂_t
+    return _divide_by_root(g, np.maximum(u, eps1 * eps1, out=u))
 
 
 def _divide_by_root(g: Array, u: Array) -> Array:
