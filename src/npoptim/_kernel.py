@@ -10,12 +10,13 @@ which runs it by one of three paths:
   that the few intermediate results an update needs live in small reusable scratch buffers
   (cache-resident) instead of parameter-sized temporaries. The chunks of a large parameter are
   shared among :func:`get_num_threads` threads (NumPy releases the GIL inside its loops).
-* **foreach** (``foreach=True``, and the default): the same, except that small parameters are
-  packed together and updated in one call of the piece function (:mod:`npoptim._foreach`),
-  which removes the per-parameter Python overhead. Its results are bit-identical to the
-  for-loop's: the same operations run on the same values.
-* **fused** (``fused=True``): compiled single-pass kernels (:mod:`npoptim._fused`, needs
-  numba). Also bit-identical to the for-loop, as the tests check.
+* **foreach** (``foreach=True``; the default where numba is missing): the same, except that
+  small parameters are packed together and updated in one call of the piece function
+  (:mod:`npoptim._foreach`), which removes the per-parameter Python overhead. Its results are
+  bit-identical to the for-loop's: the same operations run on the same values.
+* **fused** (``fused=True``; the default where numba is installed): compiled single-pass
+  kernels (:mod:`npoptim._fused`, needs numba). Also bit-identical to the for-loop, as the
+  tests check.
 
 Complex parameters are updated as torch does, as pairs of reals: :func:`as_real` views a
 complex array of shape ``S`` as a real array of shape ``S + (2,)`` sharing its memory.

@@ -166,8 +166,9 @@ def adadelta(
 
     ``state_steps`` is accepted for torch's signature; Adadelta does not depend on the step
     number. See :class:`Adadelta` for the math.
-    ``foreach`` and ``fused`` pick the implementation; with neither, the multi-tensor path
-    runs, bit-identical to the for-loop (see :mod:`npoptim._kernel`).
+    ``foreach`` and ``fused`` pick the implementation; with neither, the compiled kernels run
+    where numba is installed and the multi-tensor path elsewhere, all bit-identical to the
+    for-loop (see :mod:`npoptim._kernel`).
     """
     elementwise(
         "adadelta", _adadelta_piece, [params, grads, square_avgs, acc_deltas], {},

@@ -181,8 +181,9 @@ def adagrad(
 
     A grad may be a :class:`~npoptim.SparseGrad`. ``state_steps[i]`` is the step number
     :math:`t` of this update for ``params[i]``. See :class:`Adagrad` for the math.
-    ``foreach`` and ``fused`` pick the implementation; with neither, the multi-tensor path
-    runs, bit-identical to the for-loop (see :mod:`npoptim._kernel`).
+    ``foreach`` and ``fused`` pick the implementation; with neither, the compiled kernels run
+    where numba is installed and the multi-tensor path elsewhere, all bit-identical to the
+    for-loop (see :mod:`npoptim._kernel`).
     """
     # the decayed learning rate γ̃ of each parameter
     clrs = [lr / (1 + (t - 1) * lr_decay) for t in state_steps]

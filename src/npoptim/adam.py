@@ -195,8 +195,9 @@ def adam(
 
     ``state_steps[i]`` is the step number :math:`t` of this update for ``params[i]`` (the
     optimizer counts steps; the kernel does not change them). See :class:`Adam` for the math.
-    ``foreach`` and ``fused`` pick the implementation; with neither, the multi-tensor path
-    runs, bit-identical to the for-loop (see :mod:`npoptim._kernel`).
+    ``foreach`` and ``fused`` pick the implementation; with neither, the compiled kernels run
+    where numba is installed and the multi-tensor path elsewhere, all bit-identical to the
+    for-loop (see :mod:`npoptim._kernel`).
     """
     elementwise(
         "adam", _adam_piece,

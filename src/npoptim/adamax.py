@@ -166,8 +166,9 @@ def adamax(
 
     ``state_steps[i]`` is the step number :math:`t` of this update for ``params[i]``. See
     :class:`Adamax` for the math.
-    ``foreach`` and ``fused`` pick the implementation; with neither, the multi-tensor path
-    runs, bit-identical to the for-loop (see :mod:`npoptim._kernel`).
+    ``foreach`` and ``fused`` pick the implementation; with neither, the compiled kernels run
+    where numba is installed and the multi-tensor path elsewhere, all bit-identical to the
+    for-loop (see :mod:`npoptim._kernel`).
     """
     elementwise(
         "adamax", _adamax_piece, [params, grads, exp_avgs, exp_infs],

@@ -198,8 +198,9 @@ def asgd(
     and ``state_steps[i]`` is the step number :math:`t` of this update; the new
     :math:`\\eta_t` and :math:`\\mu_t` (rounded to float32, as torch stores them) are written
     back into ``etas`` and ``mus``. See :class:`ASGD` for the math.
-    ``foreach`` and ``fused`` pick the implementation; with neither, the multi-tensor path
-    runs, bit-identical to the for-loop (see :mod:`npoptim._kernel`).
+    ``foreach`` and ``fused`` pick the implementation; with neither, the compiled kernels run
+    where numba is installed and the multi-tensor path elsewhere, all bit-identical to the
+    for-loop (see :mod:`npoptim._kernel`).
     """
     elementwise(
         "asgd", _asgd_piece, [params, grads, axs], {"eta": etas, "mu": mus},

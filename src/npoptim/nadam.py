@@ -208,8 +208,9 @@ def nadam(
     ``state_steps[i]`` is the step number :math:`t` of this update for ``params[i]``;
     ``mu_products[i]`` is :math:`\Pi_{t-1}` on entry and is replaced by :math:`\Pi_t`
     (rounded to float32, as torch stores it). See :class:`NAdam` for the math.
-    ``foreach`` and ``fused`` pick the implementation; with neither, the multi-tensor path
-    runs, bit-identical to the for-loop (see :mod:`npoptim._kernel`).
+    ``foreach`` and ``fused`` pick the implementation; with neither, the compiled kernels run
+    where numba is installed and the multi-tensor path elsewhere, all bit-identical to the
+    for-loop (see :mod:`npoptim._kernel`).
     """
     steps: dict[str, list[float]] = {"bias_correction2": [], "grad_step": [], "momentum_step": []}
     for i, t in enumerate(state_steps):

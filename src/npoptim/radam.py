@@ -183,8 +183,9 @@ def radam(
 
     ``state_steps[i]`` is the step number :math:`t` of this update for ``params[i]``. See
     :class:`RAdam` for the math.
-    ``foreach`` and ``fused`` pick the implementation; with neither, the multi-tensor path
-    runs, bit-identical to the for-loop (see :mod:`npoptim._kernel`).
+    ``foreach`` and ``fused`` pick the implementation; with neither, the compiled kernels run
+    where numba is installed and the multi-tensor path elsewhere, all bit-identical to the
+    for-loop (see :mod:`npoptim._kernel`).
     """
     rho_inf = 2 / (1 - beta2) - 1  # the longest approximated simple moving average
     steps: dict[str, list[Any]] = {"sgd_step": [], "adaptive": []}

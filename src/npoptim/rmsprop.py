@@ -187,8 +187,9 @@ def rmsprop(
     ``grad_avgs`` is used only when ``centered``, ``momentum_buffer_list`` only when
     ``momentum > 0`` (pass empty lists otherwise). ``state_steps`` is accepted for torch's
     signature; RMSprop does not depend on the step number. See :class:`RMSprop` for the math.
-    ``foreach`` and ``fused`` pick the implementation; with neither, the multi-tensor path
-    runs, bit-identical to the for-loop (see :mod:`npoptim._kernel`).
+    ``foreach`` and ``fused`` pick the implementation; with neither, the compiled kernels run
+    where numba is installed and the multi-tensor path elsewhere, all bit-identical to the
+    for-loop (see :mod:`npoptim._kernel`).
     """
     elementwise(
         "rmsprop", _rmsprop_piece,

@@ -168,8 +168,9 @@ def rprop(
 
     ``state_steps`` holds each parameter's step count (kept for torch's signature; Rprop's
     update does not depend on it). See :class:`Rprop` for the math.
-    ``foreach`` and ``fused`` pick the implementation; with neither, the multi-tensor path
-    runs, bit-identical to the for-loop (see :mod:`npoptim._kernel`).
+    ``foreach`` and ``fused`` pick the implementation; with neither, the compiled kernels run
+    where numba is installed and the multi-tensor path elsewhere, all bit-identical to the
+    for-loop (see :mod:`npoptim._kernel`).
     """
     elementwise(
         "rprop", _rprop_piece, [params, grads, prevs, step_sizes], {},

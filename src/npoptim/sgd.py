@@ -162,8 +162,9 @@ def sgd(
 
     ``momentum_buffer_list[i]`` is the momentum buffer of ``params[i]`` or None before the
     first step; new buffers are written back into the list.
-    ``foreach`` and ``fused`` pick the implementation; with neither, the multi-tensor path
-    runs, bit-identical to the for-loop (see :mod:`npoptim._kernel`).
+    ``foreach`` and ``fused`` pick the implementation; with neither, the compiled kernels run
+    where numba is installed and the multi-tensor path elsewhere, all bit-identical to the
+    for-loop (see :mod:`npoptim._kernel`).
     """
     dense: list[int] = []
     for i, (param, grad) in enumerate(zip(params, d_p_list, strict=True)):
