@@ -190,6 +190,38 @@ def test_importing_npoptim_does_not_import_numba() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+WITHOUT_NUMBA = """
+import importlib.util, sys
+real_find_spec = importlib.util.find_spec
+importlib.util.find_spec = lambda name, *a: None if name == "numba" else real_find_spec(name, *a)
+import numpy as np
+import npoptim
+
+def trajectory(name, **flags):
+    rng = np.random.default_rng(0)
+    params = [npoptim.Parameter(rng.standard_normal(s)) for s in [(3, 4), (5,), ()]]
+    opt = getattr(npoptim, name)(params, **flags)
+    out = []
+    for _ in range(4):
+        for p in params:
+            p.grad = rng.standard_normal(p.shape)
+        opt.step()
+        out += [np.array(p) for p in params]
+    return out
+
+for name in ["SGD", "Adam", "Rprop"]:
+    for a, b in zip(trajectory(name), trajectory(name, foreach=False)):
+        np.testing.assert_array_equal(a, b)
+assert "numba" not in sys.modules, "numba was imported"
+"""
+
+
+def test_without_numba_the_default_path_is_numpy_and_equals_the_for_loop() -> None:
+    """Where numba is not installed, a step with neither flag runs the multi-tensor path
+    (numba is never imported) and its results equal the for-loop's."""
+    subprocess.run([sys.executable, "-c", WITHOUT_NUMBA], check=True)
+
+
 def _step_in_child(queue: Any) -> None:
     w = Parameter(np.arange(4.0))
     w.grad = np.ones(4)
