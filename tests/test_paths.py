@@ -17,6 +17,7 @@ the machine code on disk, so later runs load it.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import multiprocessing
 import subprocess
@@ -51,9 +52,12 @@ MISSING_STEP = 3
 @pytest.fixture(autouse=True)
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Chunks of 4 KiB and two threads, so that a parameter of a few thousand elements is cut
-    into chunks that the threads share, as a large one is with the real sizes."""
+    into chunks that the threads share, as a large one is with the real sizes (and the
+    compiled kernels run on both threads, which they do only for large work otherwise)."""
     monkeypatch.setattr(kernel, "CHUNK_BYTES", 4096)
     monkeypatch.setattr(kernel, "_TASK_BYTES", 1024)
+    if HAS_NUMBA:  # and the compiled kernels on every thread, however little the work
+        monkeypatch.setattr(importlib.import_module("npoptim._fused"), "_PER_THREAD", 1)
     threads = kernel.get_num_threads()
     kernel.set_num_threads(2)
     yield

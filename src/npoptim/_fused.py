@@ -73,6 +73,9 @@ def _intrinsic(f: Callable[..., Any]) -> Callable[..., Any]:
 #: Most elements of one work item; a parameter's elements are split into items this size.
 _BLOCK = 1 << 14
 
+#: Elements of work a thread must have before the kernels use it (see :func:`run`).
+_PER_THREAD = 1 << 17
+
 #: The dtypes the kernels compute in, and the complex ones they take as pairs of reals.
 _REAL = {np.dtype(t): np.dtype(r) for t, r in [
     (np.float32, np.float32), (np.float64, np.float64),
@@ -662,7 +665,10 @@ def run(
         for k, column in enumerate(columns):
             sc[:, len(shared_values) + k] = column if everyone else [column[i] for i in members]
         with _lock:  # numba's workqueue threads (its fallback) take one caller at a time
-            numba.set_num_threads(min(get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+            # a thread for each _PER_THREAD elements: on less work, waking threads costs more
+            # than it saves, and threads left spinning slow the caller's next NumPy calls
+            threads = min(get_num_threads(), int(sizes.sum()) // _PER_THREAD)
+            numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
             _run(kind, ptrs, sizes, sc, flag_array)
             _launched.add(os.getpid())
 
