@@ -12,11 +12,11 @@ from packing and take the for-loop path (:func:`npoptim._kernel.run_pieces`).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
-from ._kernel import CHUNK_BYTES, Array, Job, Piece, as_real, run_pieces, scratch
+from ._kernel import CHUNK_BYTES, Array, Job, Piece, real_views, run_pieces, scratch
 
 __all__ = ["SMALL_BYTES", "run"]
 
@@ -34,60 +34,56 @@ def run(
     shared: Mapping[str, Any],
 ) -> None:
     """Run ``piece`` on every parameter (see :func:`npoptim._kernel.elementwise`)."""
-    used = [r for r in roles if r is not None]
-    gaps = [r is None for r in roles]
     names = list(per_param)
     columns = [per_param[key] for key in names]
-    packs: dict[tuple[Any, ...], list[list[Array]]] = {}
+    packs: dict[tuple[Any, ...], list[list[Array | None]]] = {}
     large: list[Job] = []
-    for i in range(len(used[0])):
-        arrays = [as_real(r[i]) for r in used]
+    params = roles[0]
+    assert params is not None
+    for i in range(len(params)):
+        arrays = real_views(roles, i)
+        p = arrays[0]
+        assert p is not None
         values = tuple(column[i] for column in columns)
-        if arrays[0].nbytes <= SMALL_BYTES:
-            packs.setdefault((arrays[0].dtype, values), []).append(arrays)
+        if p.nbytes <= SMALL_BYTES:
+            packs.setdefault((p.dtype, values), []).append(arrays)
         else:
-            kwargs = {**shared, **dict(zip(names, values, strict=True))}
-            large.append((_with_gaps(arrays, gaps), kwargs))
+            large.append((arrays, {**shared, **dict(zip(names, values, strict=True))}))
     run_pieces(piece, large)
     for (_, values), members in packs.items():
         kwargs = {**shared, **dict(zip(names, values, strict=True))}
         start, size = 0, 0
         for k, arrays in enumerate(members):
-            if size + arrays[0].nbytes > CHUNK_BYTES:
-                _run_packed(piece, members[start:k], gaps, kwargs)
+            nbytes = cast(Array, arrays[0]).nbytes
+            if size + nbytes > CHUNK_BYTES:
+                _run_packed(piece, members[start:k], kwargs)
                 start, size = k, 0
-            size += arrays[0].nbytes
-        _run_packed(piece, members[start:], gaps, kwargs)
-
-
-def _with_gaps(arrays: Sequence[Array], gaps: Sequence[bool]) -> list[Array | None]:
-    """The arguments of a piece function: ``arrays`` with None for the unused roles."""
-    it = iter(arrays)
-    return [None if gap else next(it) for gap in gaps]
+            size += nbytes
+        _run_packed(piece, members[start:], kwargs)
 
 
 def _run_packed(
-    piece: Piece,
-    members: Sequence[Sequence[Array]],
-    gaps: Sequence[bool],
-    kwargs: Mapping[str, Any],
+    piece: Piece, members: Sequence[Sequence[Array | None]], kwargs: Mapping[str, Any]
 ) -> None:
-    """``piece`` once on buffers holding the members' arrays end to end, then every role but
-    the gradients (role 1) copied back."""
-    dtype = members[0][0].dtype
-    total = sum(m[0].size for m in members)
-    buffers = []
-    for r in range(len(members[0])):
-        buf = scratch(total, dtype, _FIRST_SLOT + r)
-        np.concatenate([m[r] for m in members], axis=None, out=buf)
-        buffers.append(buf)
-    piece(*_with_gaps(buffers, gaps), **kwargs)
+    """``piece`` once on buffers holding the members' arrays end to end (None for a role the
+    update does not use), then every role but the gradients (role 1) copied back."""
+    first = cast(Array, members[0][0])
+    total = sum(cast(Array, m[0]).size for m in members)
+    buffers: list[Array | None] = []
+    for r, role in enumerate(members[0]):
+        if role is None:
+            buffers.append(None)
+            continue
+        packed = scratch(total, first.dtype, _FIRST_SLOT + r)
+        np.concatenate([cast(Array, m[r]) for m in members], axis=None, out=packed)
+        buffers.append(packed)
+    piece(*buffers, **kwargs)
     for r, buf in enumerate(buffers):
-        if r == 1:
+        if r == 1 or buf is None:
             continue
         offset = 0
         for m in members:
-            a = m[r]
+            a = cast(Array, m[r])
             end = offset + a.size
             if a.ndim == 1:
                 a[:] = buf[offset:end]

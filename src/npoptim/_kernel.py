@@ -49,6 +49,7 @@ __all__ = [
     "job",
     "moments",
     "parallel_map",
+    "real_views",
     "require_numba",
     "run_pieces",
     "scratch",
@@ -161,13 +162,14 @@ def moments(g: Array, m: Array, v: Array, beta1: float, beta2: float, tmp: Array
     average_of_squares(v, g, beta2, tmp)
 
 
-def _flat(arrays: Sequence[Array]) -> list[Array] | None:
-    """1-D views of same-shaped arrays that walk them in the same element order, or None
-    when their memory layouts do not allow it."""
-    if all(a.flags.c_contiguous for a in arrays):
-        return [a.reshape(-1) for a in arrays]
-    if all(a.flags.f_contiguous for a in arrays):
-        return [a.T.reshape(-1) for a in arrays]
+def _flat(arrays: Sequence[Array | None]) -> list[Array | None] | None:
+    """1-D views of same-shaped arrays (None stays None) that walk them in the same element
+    order, or None when their memory layouts do not allow it."""
+    present = [a for a in arrays if a is not None]
+    if all(a.flags.c_contiguous for a in present):
+        return [None if a is None else a.reshape(-1) for a in arrays]
+    if all(a.flags.f_contiguous for a in present):
+        return [None if a is None else a.T.reshape(-1) for a in arrays]
     return None
 
 
@@ -232,13 +234,10 @@ def run_pieces(piece: Piece, jobs: Sequence[Job]) -> None:
     for arrays, kwargs in jobs:
         p = arrays[0]
         assert p is not None
-        present = [a for a in arrays if a is not None]
-        flat = None if p.nbytes < _TASK_BYTES else _flat(present)
-        if flat is None:  # small, or no common layout: one call on the whole arrays
+        views = None if p.nbytes < _TASK_BYTES else _flat(arrays)
+        if views is None:  # small, or no common layout: one call on the whole arrays
             small.append((arrays, kwargs))
             continue
-        it = iter(flat)
-        views = [None if a is None else next(it) for a in arrays]
         step = max(1, CHUNK_BYTES // p.itemsize)
         tasks += [(views, kwargs, start, start + step) for start in range(0, p.size, step)]
 
@@ -352,4 +351,9 @@ def job(
 ) -> Job:
     """Parameter ``i``'s arrays (real views) and keyword arguments."""
     kwargs = {**shared, **{key: values[i] for key, values in per_param.items()}}
-    return [None if r is None else as_real(r[i]) for r in roles], kwargs
+    return real_views(roles, i), kwargs
+
+
+def real_views(roles: Sequence[Sequence[Array] | None], i: int) -> list[Array | None]:
+    """Parameter ``i``'s arrays as real views, None for a role the update does not use."""
+    return [None if r is None else as_real(r[i]) for r in roles]
