@@ -42,7 +42,9 @@ def _soap_qr_in_dtype(dtype: Any) -> Iterator[None]:
     import torch
     from pytorch_optimizer.optimizer import soap as oracle
 
-    proxy = types.SimpleNamespace(**{k: getattr(torch, k) for k in dir(torch) if not k.startswith("__")})
+    proxy = types.SimpleNamespace(
+        **{k: getattr(torch, k) for k in dir(torch) if not k.startswith("__")}
+    )
     proxy.float32 = {np.float64: torch.float64, np.float32: torch.float32}[np.dtype(dtype).type]
     with module_attribute(oracle, "torch", proxy):
         yield
@@ -65,20 +67,43 @@ SOAP = Case(
         # tests/recipes.py
         (
             "recipe: lr 1, shampoo_beta, precondition every step, precondition_1d",
-            {"lr": 1e0, "shampoo_beta": 0.95, "precondition_frequency": 1, "merge_dims": False, "precondition_1d": True},
+            {
+                "lr": 1e0,
+                "shampoo_beta": 0.95,
+                "precondition_frequency": 1,
+                "merge_dims": False,
+                "precondition_1d": True,
+            },
         ),
         # tests/optimizers/test_soap.py
         (
             "merge_dims, precondition_1d, max_precondition_dim 4",
-            {"merge_dims": True, "precondition_1d": True, "max_precondition_dim": 4, "precondition_frequency": 1},
+            {
+                "merge_dims": True,
+                "precondition_1d": True,
+                "max_precondition_dim": 4,
+                "precondition_frequency": 1,
+            },
         ),
         (
             "merge_dims, max_precondition_dim 1, normalize_gradient",
-            {"merge_dims": True, "precondition_1d": False, "max_precondition_dim": 1, "precondition_frequency": 1, "normalize_gradient": True},
+            {
+                "merge_dims": True,
+                "precondition_1d": False,
+                "max_precondition_dim": 1,
+                "precondition_frequency": 1,
+                "normalize_gradient": True,
+            },
         ),
         (
             "merge_dims channels_last, max_precondition_dim 2",
-            {"merge_dims": True, "precondition_1d": True, "max_precondition_dim": 2, "precondition_frequency": 1, "data_format": "channels_last"},
+            {
+                "merge_dims": True,
+                "precondition_1d": True,
+                "max_precondition_dim": 2,
+                "precondition_frequency": 1,
+                "data_format": "channels_last",
+            },
         ),
         # options the oracle's tests leave out
         ("maximize, precondition every 3 steps", {"maximize": True, "precondition_frequency": 3}),
@@ -121,18 +146,31 @@ LOOKAHEAD = Case(
     configs=[
         ("default over SGD", {"optimizer": ("SGD", {"lr": 0.1})}),
         # tests/recipes.py: build_lookahead
-        ("recipe: AdamW lr 0.5, weight_decay", {"optimizer": ("AdamW", {"lr": 5e-1, "weight_decay": 1e-3})}),
+        (
+            "recipe: AdamW lr 0.5, weight_decay",
+            {"optimizer": ("AdamW", {"lr": 5e-1, "weight_decay": 1e-3})},
+        ),
         # tests/test_wrapper_optimizers.py: test_lookahead, each pullback_momentum
         ("AdamW, pullback_momentum none", {"optimizer": _ADAMW, "pullback_momentum": "none"}),
         ("AdamW, pullback_momentum reset", {"optimizer": _ADAMW, "pullback_momentum": "reset"}),
-        ("AdamW, pullback_momentum pullback", {"optimizer": _ADAMW, "pullback_momentum": "pullback"}),
+        (
+            "AdamW, pullback_momentum pullback",
+            {"optimizer": _ADAMW, "pullback_momentum": "pullback"},
+        ),
         # tests/optimizer_cases.py: GRADIENT_OPTIONS
         ("k 1", {"optimizer": _ADAMW, "k": 1}),
         # where the momentum options matter: SGD with momentum
         ("SGD momentum, reset", {"optimizer": _SGD_MOMENTUM, "pullback_momentum": "reset"}),
         ("SGD momentum, pullback", {"optimizer": _SGD_MOMENTUM, "pullback_momentum": "pullback"}),
         ("alpha 0.8, k 3, Adam", {"optimizer": ("Adam", {"lr": 0.1}), "k": 3, "alpha": 0.8}),
-        ("alpha 0.2, k 4, SGD nesterov", {"optimizer": ("SGD", {"lr": 0.05, "momentum": 0.5, "nesterov": True}), "k": 4, "alpha": 0.2}),
+        (
+            "alpha 0.2, k 4, SGD nesterov",
+            {
+                "optimizer": ("SGD", {"lr": 0.05, "momentum": 0.5, "nesterov": True}),
+                "k": 4,
+                "alpha": 0.2,
+            },
+        ),
     ],
     build_npoptim=_build_lookahead,
     build_oracle=_build_oracle_lookahead,

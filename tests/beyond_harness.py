@@ -42,10 +42,12 @@ __all__ = [
     "golden_path",
     "load_golden",
     "max_relative_error",
+    "resumed_run",
     "run_npoptim",
     "run_oracle",
     "run_reference",
     "save_golden",
+    "train",
 ]
 
 
@@ -98,20 +100,49 @@ def run_npoptim(
     kwargs: dict[str, Any],
     dtype: Any,
     steps: int | None = None,
-    missing: tuple[int, int] | None | str = "case",
+    missing: tuple[int, int] | str | None = "case",
     seed: int = 0,
 ) -> tuple[Trajectory, npoptim.Optimizer]:
     """npoptim's trajectory on the problem, and the optimizer after it."""
     gap = case.missing if missing == "case" else missing
     params = [npoptim.Parameter(v) for v in initial_values(case.shapes(kwargs), dtype, seed)]
     opt = case.build_npoptim(params, kwargs)
+    return train(params, opt, range(_steps(case, steps)), gap, seed), opt
+
+
+def train(
+    params: list[npoptim.Parameter],
+    opt: npoptim.Optimizer,
+    ks: range,
+    missing: tuple[int, int] | None,
+    seed: int = 0,
+) -> Trajectory:
+    """Steps ``ks`` of the problem (gradients set on ``params``, then ``opt.step()``)."""
     trajectory: Trajectory = []
-    for k in range(_steps(case, steps)):
+    for k in ks:
         for j, p in enumerate(params):
-            p.grad = gradient(k, j, np.array(p), gap, seed)  # type: ignore[assignment]
+            p.grad = gradient(k, j, np.array(p), missing, seed)  # type: ignore[assignment]
         opt.step()
         trajectory.append([np.array(p) for p in params])
-    return trajectory, opt
+    return trajectory
+
+
+def resumed_run(
+    case: Case, kwargs: dict[str, Any], dtype: Any, path: pathlib.Path, stop: int = 10
+) -> tuple[list[np.ndarray], npoptim.Optimizer]:
+    """The problem run for ``stop`` steps, checkpointed with ``npoptim.save`` (parameters and
+    state_dict), loaded with ``npoptim.load`` into a new optimizer, and run to the end."""
+    params = [npoptim.Parameter(v) for v in initial_values(case.shapes(kwargs), dtype)]
+    opt = case.build_npoptim(params, kwargs)
+    train(params, opt, range(stop), case.missing)
+    npoptim.save({"params": [np.array(p) for p in params], "optimizer": opt.state_dict()}, path)
+    del params, opt
+    checkpoint = npoptim.load(path)
+    params = [npoptim.Parameter(v) for v in checkpoint["params"]]
+    opt = case.build_npoptim(params, kwargs)
+    opt.load_state_dict(checkpoint["optimizer"])
+    train(params, opt, range(stop, case.steps), case.missing)
+    return [np.array(p) for p in params], opt
 
 
 def run_oracle(
@@ -146,7 +177,7 @@ def run_reference(
     case: Case,
     kwargs: dict[str, Any],
     dtype: Any,
-    missing: tuple[int, int] | None | str = "case",
+    missing: tuple[int, int] | str | None = "case",
     steps: int | None = None,
     seed: int = 0,
 ) -> Trajectory:
@@ -223,3 +254,21 @@ def module_attribute(module: Any, name: str, value: Any) -> Iterator[None]:
         yield
     finally:
         setattr(module, name, old)
+
+
+def assert_identical(actual: Any, expected: Any, path: str = "") -> None:
+    """Nested dicts/lists/arrays/scalars equal bit for bit (same types, shapes, dtypes)."""
+    assert type(actual) is type(expected), f"{path}: {type(actual)} != {type(expected)}"
+    if isinstance(expected, dict):
+        assert list(actual) == list(expected), f"{path}: keys {list(actual)} != {list(expected)}"
+        for key in expected:
+            assert_identical(actual[key], expected[key], f"{path}[{key!r}]")
+    elif isinstance(expected, (list, tuple)):
+        assert len(actual) == len(expected), path
+        for i, (a, e) in enumerate(zip(actual, expected, strict=True)):
+            assert_identical(a, e, f"{path}[{i}]")
+    elif isinstance(expected, np.ndarray):
+        assert actual.dtype == expected.dtype and actual.shape == expected.shape, path
+        assert np.array_equal(actual, expected, equal_nan=True), path
+    else:
+        assert actual == expected, f"{path}: {actual!r} != {expected!r}"

@@ -146,9 +146,7 @@ class Lookahead(Optimizer):
         for pre_hook in self._optimizer_state_dict_pre_hooks.values():
             pre_hook(self)
         mapping = self._indices()
-        packed = {
-            mapping[id(p)]: _copy_value(s) for p, s in self.state.items() if id(p) in mapping
-        }
+        packed = {mapping[id(p)]: _copy_value(s) for p, s in self.state.items() if id(p) in mapping}
         state_dict: StateDict = {
             "lookahead_state": packed,
             "base_optimizer": self.optimizer.state_dict(),

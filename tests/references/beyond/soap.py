@@ -90,7 +90,7 @@ def reference(
         return X.reshape(p.shape)
 
     G = to_work(g)
-    if G.ndim == 1:
+    if g.ndim == 1:  # a vector (never merged); a tensor merged into one axis is not one
         axes = [0] if precondition_1d and G.shape[0] <= max_precondition_dim else []
     else:
         axes = [k for k in range(G.ndim) if G.shape[k] <= max_precondition_dim]
