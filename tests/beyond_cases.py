@@ -179,3 +179,91 @@ LOOKAHEAD = Case(
 )
 
 CASES = {case.name: case for case in [SOAP, LOOKAHEAD]}
+
+# ------------------------------------------------------------- Lion and LAMB (no class yet)
+# The elementwise newcomers are built on the kernel registry; until their classes exist,
+# their references are checked against the oracles' golden trajectories
+# (tests/test_beyond_references.py), and these cases are ready for the class tests.
+
+
+def _build_named(name: str) -> Any:
+    def build(params: list[npoptim.Parameter], kwargs: dict[str, Any]) -> npoptim.Optimizer:
+        return getattr(npoptim, name)(params, **kwargs)  # type: ignore[no-any-return]
+
+    return build
+
+
+def _build_oracle_lion(params: list[Any], kwargs: dict[str, Any]) -> Any:
+    from lion_pytorch import Lion
+
+    return Lion(params, **kwargs)
+
+
+def _build_oracle_lamb(params: list[Any], kwargs: dict[str, Any]) -> Any:
+    from pytorch_optimizer import Lamb
+
+    return Lamb(params, **kwargs)
+
+
+LION = Case(
+    name="Lion",
+    configs=[
+        ("default", {}),
+        # lion-pytorch's README
+        ("README: lr 1e-4, weight_decay 1e-2", {"lr": 1e-4, "weight_decay": 1e-2}),
+        (
+            "decoupled_weight_decay",
+            {"lr": 1e-2, "weight_decay": 0.1, "decoupled_weight_decay": True},
+        ),
+        # pytorch_optimizer's tests/recipes.py for its own Lion (the same algorithm)
+        ("recipe: lr 0.5, weight_decay", {"lr": 5e-1, "weight_decay": 1e-3}),
+        ("recipe: betas (0.75, 0.5)", {"lr": 5e-1, "betas": (0.75, 0.5), "weight_decay": 1e-3}),
+    ],
+    build_npoptim=_build_named("Lion"),
+    build_oracle=_build_oracle_lion,
+    oracle_module="lion_pytorch",
+)
+
+LAMB = Case(
+    name="LAMB",
+    configs=[
+        ("default", {}),
+        # pytorch_optimizer's tests/recipes.py
+        ("recipe: lr 0.1, weight_decay", {"lr": 1e-1, "weight_decay": 1e-3}),
+        (
+            "recipe: weight_decouple False",
+            {"lr": 1e-1, "weight_decay": 1e-3, "weight_decouple": False},
+        ),
+        (
+            "recipe: pre_norm, max_grad_norm 0",
+            {"lr": 1e-1, "weight_decay": 1e-3, "pre_norm": True, "max_grad_norm": 0.0},
+        ),
+        (
+            "recipe: grad_averaging False",
+            {"lr": 5e-2, "weight_decay": 1e-3, "grad_averaging": False},
+        ),
+        ("recipe: adam, eps 1e-8", {"lr": 5e-2, "weight_decay": 1e-3, "adam": True, "eps": 1e-8}),
+        (
+            "recipe: pre_norm, eps 1e-8",
+            {"lr": 1e-1, "weight_decay": 1e-3, "pre_norm": True, "eps": 1e-8},
+        ),
+        (
+            "recipe: rectify, degenerated_to_sgd",
+            {"lr": 5e-1, "weight_decay": 1e-3, "rectify": True, "degenerated_to_sgd": True},
+        ),
+        # options the recipes leave out
+        (
+            "maximize, fixed_decay",
+            {"lr": 1e-2, "weight_decay": 1e-2, "maximize": True, "fixed_decay": True},
+        ),
+    ],
+    build_npoptim=_build_named("LAMB"),
+    build_oracle=_build_oracle_lamb,
+    oracle_module="pytorch_optimizer",
+    # No 0-d parameter: for a scalar the trust ratio makes each step ±|θ| times the step
+    # size (10 x lr at the first step), which lands it on or next to 0, where a relative
+    # comparison measures only the cancellation.
+    shapes=lambda kwargs: [(3, 4), (5,), (2, 3)],
+)
+
+CASES.update({case.name: case for case in [LION, LAMB]})

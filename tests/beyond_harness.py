@@ -151,10 +151,12 @@ def run_oracle(
     dtype: Any,
     steps: int | None = None,
     exact: bool = True,
+    missing: tuple[int, int] | str | None = "case",
     seed: int = 0,
 ) -> Trajectory:
     """The oracle's trajectory on the problem (in torch, same dtype); with ``exact``, inside
     ``case.exact_oracle``."""
+    gap = case.missing if missing == "case" else missing
     import torch
 
     values = initial_values(case.shapes(kwargs), dtype, seed)
@@ -165,7 +167,7 @@ def run_oracle(
     with context:
         for k in range(_steps(case, steps)):
             for j, p in enumerate(params):
-                g = gradient(k, j, p.detach().numpy().copy(), case.missing, seed)
+                g = gradient(k, j, p.detach().numpy().copy(), gap, seed)
                 p.grad = None if g is None else torch.from_numpy(g)
             opt.step()
             trajectory.append([p.detach().numpy().copy() for p in params])
