@@ -37,12 +37,14 @@ __all__ = [
     "check_types",
     "flag",
     "integer",
+    "is_real",
     "one_of",
     "optional",
     "optional_flag",
     "pair",
     "real",
-    "triple",
+    "reals",
+    "text",
 ]
 
 TypeCheck = Callable[[str, Any], None]
@@ -52,7 +54,7 @@ def _describe(value: Any) -> str:
     return f"{value!r} ({type(value).__name__})"
 
 
-def _is_real(value: Any) -> bool:
+def is_real(value: Any) -> bool:
     """A real number: Python or NumPy int/float, or a real 0-d array; not a bool, not a str."""
     if isinstance(value, (bool, np.bool_)):
         return False
@@ -67,7 +69,7 @@ def _is_real(value: Any) -> bool:
 
 def real(label: str, value: Any) -> None:
     """A real number (``lr``, ``eps``, ``weight_decay`` ...)."""
-    if not _is_real(value):
+    if not is_real(value):
         raise TypeError(f"{label} must be a real number, but got {_describe(value)}")
 
 
@@ -75,6 +77,12 @@ def integer(label: str, value: Any) -> None:
     """An integer (``max_iter``, ``ns_steps`` ...)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{label} must be an integer, but got {_describe(value)}")
+
+
+def text(label: str, value: Any) -> None:
+    """A string (a mode's name)."""
+    if not isinstance(value, str):
+        raise TypeError(f"{label} must be a str, but got {_describe(value)}")
 
 
 def flag(label: str, value: Any) -> None:
@@ -127,9 +135,13 @@ def pair(first: TypeCheck = real, second: TypeCheck = real) -> TypeCheck:
     return _sequence(2, "pair", (first, second))
 
 
-def triple(check: TypeCheck = real) -> TypeCheck:
-    """A tuple (or list) of three values (Muon's ``ns_coefficients``)."""
-    return _sequence(3, "triple", (check, check, check))
+def reals(label: str, value: Any) -> None:
+    """A tuple (or list) of real numbers, of any length (Muon's ``ns_coefficients``, whose
+    length its kernel checks with torch's message)."""
+    if not isinstance(value, (tuple, list)):
+        raise TypeError(f"{label} must be a tuple of real numbers, but got {_describe(value)}")
+    for i, item in enumerate(value):
+        real(f"{label}[{i}]", item)
 
 
 def check_types(checks: Mapping[str, TypeCheck], values: Mapping[str, Any], where: str) -> None:

@@ -21,12 +21,12 @@ import numpy as np
 from ._validation import (
     StateKey,
     TypeCheck,
-    _is_real,
     check_betas,
     check_impl_flags,
     check_nonnegative,
     check_types,
     flag,
+    is_real,
     optional_flag,
 )
 from .parameter import Parameter, SparseGrad
@@ -546,8 +546,13 @@ class Optimizer:
             post_hook(self)
 
     def _check_saved_group(self, saved: dict[str, Any], index: int) -> None:
-        """A loaded group holds every hyperparameter this optimizer needs, each valid (the
-        flags :meth:`__setstate__` fills in may be missing, as in older checkpoints)."""
+        """A loaded group holds every hyperparameter this optimizer needs (the flags
+        :meth:`__setstate__` fills in may be missing, as in older checkpoints), each of the
+        type ``step()`` requires.
+
+        torch's range checks are not run here: a scheduler may legitimately have written a
+        value the constructor refuses (OneCycleLR's ``max_momentum`` into ``betas[0]``), and
+        a state dict this optimizer produced must load back."""
         probe = {**self._group_flags, **saved}
         needed = [k for k in self.defaults if k not in probe and k != "differentiable"]
         if needed:
@@ -557,7 +562,7 @@ class Optimizer:
                 f"{type(self).__name__} (its keys: {known}; {type(self).__name__} needs "
                 f"{sorted(k for k in self.defaults if k not in self._group_flags)})"
             )
-        self._check_settings(probe, f"loaded param_groups[{index}]")
+        check_types(self._hyperparameters, probe, f"loaded param_groups[{index}]")
 
     def _check_param_state(
         self,
@@ -578,7 +583,7 @@ class Optimizer:
         specs = self._state_keys
         if specs is None:
             return
-        probe = {**self._group_flags, **saved_group}
+        probe = {**self._group_flags, **saved_group, "params": group["params"]}
         own = {k: s for k, s in specs.items() if s.shape(probe, param) is not None}
         for key, item in value.items():
             spec = own.get(key)
@@ -750,12 +755,12 @@ def _check_state_value(
     if value is None and spec.nullable:
         return
     if spec.kind == "scalar":
-        if not _is_real(value):
+        if not is_real(value):
             raise TypeError(f"{label} must be a real number, but got {_typename(value)}")
         return
     if spec.kind == "scalars":
         if not isinstance(value, (list, tuple)) or not all(
-            v is None or _is_real(v) for v in value
+            v is None or is_real(v) for v in value
         ):
             raise TypeError(f"{label} must be a list of real numbers")
         return
