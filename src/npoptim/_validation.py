@@ -45,6 +45,7 @@ __all__ = [
     "real",
     "reals",
     "text",
+    "wrapper_hint",
 ]
 
 TypeCheck = Callable[[str, Any], None]
@@ -153,6 +154,17 @@ def check_types(checks: Mapping[str, TypeCheck], values: Mapping[str, Any], wher
     for key, check in checks.items():
         if key in values:
             check(f"{where}[{key!r}]" if where else key, values[key])
+
+
+def wrapper_hint(container: Any, expected: list[str]) -> str:
+    """``"; pass state_dict['optimizer']"`` when ``container`` holds, under some key, a dict
+    with the ``expected`` keys (a checkpoint given where its part was meant); else ``""``."""
+    if not isinstance(container, Mapping):
+        return ""
+    for key, value in container.items():
+        if isinstance(value, Mapping) and all(e in value for e in expected):
+            return f"; pass state_dict[{key!r}]"
+    return ""
 
 
 # ----------------------------------------------------------------- torch's range checks

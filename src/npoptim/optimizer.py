@@ -28,6 +28,7 @@ from ._validation import (
     flag,
     is_real,
     optional_flag,
+    wrapper_hint,
 )
 from .parameter import Parameter, SparseGrad
 
@@ -707,15 +708,10 @@ def _check_state_dict_keys(optimizer: Optimizer, state_dict: Any) -> None:
     if isinstance(state_dict, Mapping) and all(k in state_dict for k in expected):
         return
     seen = sorted(map(repr, state_dict)) if isinstance(state_dict, Mapping) else []
-    inner = [
-        k
-        for k, v in (state_dict.items() if isinstance(state_dict, Mapping) else ())
-        if isinstance(v, Mapping) and all(e in v for e in expected)
-    ]
-    hint = f"; pass state_dict[{inner[0]!r}]" if inner else ""
     raise ValueError(
         f"{type(optimizer).__name__}.load_state_dict expects an optimizer state_dict with the "
-        f"keys {expected}, but got a dict with the keys [{', '.join(seen)}]{hint}"
+        f"keys {expected}, but got a dict with the keys [{', '.join(seen)}]"
+        f"{wrapper_hint(state_dict, expected)}"
     )
 
 
