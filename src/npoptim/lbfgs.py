@@ -160,11 +160,10 @@ class LBFGS(Optimizer):
         params = self._params
 
         # All of L-BFGS's state is global; it lives under the first parameter, as in torch.
+        orig_loss, loss = evaluate()  # checked before any state changes
         state = self.state[params[0]]
         state.setdefault("func_evals", 0)
         state.setdefault("n_iter", 0)
-
-        orig_loss, loss = evaluate()
         current_evals = 1
         state["func_evals"] += 1
         flat_grad = _gather_flat_grad(params)
