@@ -21,9 +21,7 @@ import numpy as np
 from ._validation import (
     StateKey,
     TypeCheck,
-    check_betas,
     check_impl_flags,
-    check_nonnegative,
     check_types,
     flag,
     is_real,
@@ -783,12 +781,6 @@ def _check_state_value(
                 f"{label} has dtype {dtype}, which does not cast to the parameter's dtype "
                 f"{param.dtype}"
             )
-
-
-# The shared checks, under the names the algorithm modules import.
-_check_betas = check_betas
-_check_impl_flags = check_impl_flags
-_check_nonnegative = check_nonnegative
 
 
 def _zeros_like(p: Parameter) -> np.ndarray[Any, Any]:
