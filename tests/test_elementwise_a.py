@@ -374,12 +374,18 @@ def test_asgd_average_ax_matches_torch_live(kwargs: dict[str, Any], dtype: Any) 
     opt = ASGD(params, **kwargs)
     _run(opt, params, range(21))
     topt = _torch_run("ASGD", kwargs, dtype, 21)
-    tol = 1e-5 if dtype == np.float32 else 1e-10
-    for p, tp in zip(params, topt.param_groups[0]["params"], strict=True):
+    tol = 1e-6 if dtype == np.float32 else 1e-10
+    tparams = topt.param_groups[0]["params"]
+    for p, tp in zip(params, tparams, strict=True):
         assert _relative_error(opt.state[p]["ax"], topt.state[tp]["ax"].numpy()) <= tol
-        assert _relative_error(p, tp.detach().numpy()) <= tol
         assert opt.state[p]["mu"] == topt.state[tp]["mu"].item()
         assert opt.state[p]["eta"] == topt.state[tp]["eta"].item()
+    # Relative to the largest parameter value: the 0-d parameter of the first case ends at
+    # -0.0095 after passing -0.15, where a float32 rounding (1.5e-8, one ulp there) is
+    # 1.6e-6 of its final value.
+    ours = np.concatenate([np.ravel(p) for p in params])
+    theirs = np.concatenate([tp.detach().numpy().ravel() for tp in tparams])
+    assert _relative_error(ours, theirs) <= tol
 
 
 def test_asgd_average_is_the_mean_of_the_iterates_after_t0() -> None:

@@ -252,7 +252,10 @@ def test_float32_matches_torch(problem: str, kwargs: dict[str, Any]) -> None:
     ours = run_npoptim(fun, init, kwargs, 2, np.float32)
     theirs = run_torch(fun, init, kwargs, 2, np.float32)
     assert ours.trajectory[-1][0].dtype == np.float32
-    assert relative_error(ours.trajectory, theirs.trajectory) <= 1e-4
+    # Not 1e-6: L-BFGS's step lengths come from float32 reductions (dot products, sums)
+    # whose summation order differs from torch's; on the ill-conditioned least-squares
+    # problem those last-bit differences grow over the iterations to about 7e-6.
+    assert relative_error(ours.trajectory, theirs.trajectory) <= 1e-5
     assert (ours.func_evals, ours.n_iter) == (theirs.func_evals, theirs.n_iter)
 
 

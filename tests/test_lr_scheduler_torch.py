@@ -18,10 +18,9 @@ torch = pytest.importorskip("torch")
 from test_lr_scheduler import (  # noqa: E402
     CASES,
     RESUME_CASES,
-    RTOL,
     Case,
     ResumeCase,
-    assert_sequences_close,
+    assert_sequences_equal,
     make_optimizer,
     npoptim_api,
     run_case,
@@ -37,7 +36,7 @@ TORCH = torch_api()
 def test_lr_sequence_matches_torch(case: Case) -> None:
     ours = run_case(NP, case)
     theirs = run_case(TORCH, case)
-    assert_sequences_close(ours, theirs)
+    assert_sequences_equal(ours, theirs)
     assert ours["warnings"] == theirs["warnings"]
 
 
@@ -45,7 +44,7 @@ def test_lr_sequence_matches_torch(case: Case) -> None:
 def test_resume_with_last_epoch_matches_torch(case: ResumeCase) -> None:
     ours = run_resume_case(NP, case)["lr"]
     theirs = run_resume_case(TORCH, case)["lr"]
-    np.testing.assert_allclose(ours, theirs, rtol=RTOL, atol=0)
+    np.testing.assert_array_equal(ours, theirs, strict=True)
 
 
 # ------------------------------------------------------------------------ state dicts
@@ -73,7 +72,7 @@ def _assert_same_state(ours: Any, theirs: Any, path: str = "state") -> None:
         for i, (a, b) in enumerate(zip(ours, theirs, strict=True)):
             _assert_same_state(a, b, f"{path}[{i}]")
     elif isinstance(theirs, float) and math.isfinite(theirs):
-        assert ours == pytest.approx(theirs, rel=RTOL, abs=0), path
+        assert ours == theirs, path
     else:
         assert ours == theirs, path
 

@@ -7,11 +7,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ._kernel import Array, average_of_squares, elementwise, gradient, temporaries
+from ._validation import LIKE_PARAM, STEP, StateKey, TypeCheck, check_nonnegative, real
 from .optimizer import (
     Optimizer,
     ParamsT,
-    _check_impl_flags,
-    _check_nonnegative,
     _differentiable_doc,
     _foreach_doc,
     _fused_doc,
@@ -39,11 +38,6 @@ class Adadelta(Optimizer):
         differentiable: bool = False,
         fused: bool | None = None,
     ) -> None:
-        _check_nonnegative(lr=lr)
-        if not 0.0 <= rho <= 1.0:
-            raise ValueError(f"Invalid rho value: {rho}")
-        _check_nonnegative(eps=eps, weight_decay=weight_decay)
-        _check_impl_flags(foreach, fused, differentiable)
         defaults = {
             "lr": lr,
             "rho": rho,
@@ -57,6 +51,27 @@ class Adadelta(Optimizer):
         if fused is not None:  # torch's class has no fused: its key only when used
             defaults["fused"] = fused
         super().__init__(params, defaults)
+
+    _hyperparameters: ClassVar[dict[str, TypeCheck]] = {
+        **Optimizer._hyperparameters,
+        "lr": real,
+        "rho": real,
+        "eps": real,
+        "weight_decay": real,
+    }
+    _state_keys: ClassVar[dict[str, StateKey] | None] = {
+        "step": STEP,
+        "square_avg": LIKE_PARAM,
+        "acc_delta": LIKE_PARAM,
+    }
+
+    @staticmethod
+    def _check_ranges(settings: dict[str, Any]) -> None:
+        check_nonnegative(lr=settings["lr"])
+        rho = settings["rho"]
+        if not 0.0 <= rho <= 1.0:
+            raise ValueError(f"Invalid rho value: {rho}")
+        check_nonnegative(eps=settings["eps"], weight_decay=settings["weight_decay"])
 
     _group_flags: ClassVar[dict[str, Any]] = {
         "foreach": None,

@@ -8,10 +8,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ._kernel import CHUNK_BYTES, Array, parallel_map, temporaries
+from ._validation import STEP, StateKey, TypeCheck, optional, pair, real
 from .optimizer import (
     Optimizer,
     ParamsT,
-    _check_impl_flags,
     _maximize_doc,
     _params_doc,
     _zeros_like,
@@ -34,6 +34,40 @@ class Adafactor(Optimizer):
         foreach: bool | None = None,
         maximize: bool = False,
     ) -> None:
+        defaults = {
+            "lr": lr,
+            "beta2_decay": beta2_decay,
+            "eps": eps,
+            "d": d,
+            "weight_decay": weight_decay,
+            "foreach": foreach,
+            "maximize": maximize,
+        }
+        super().__init__(params, defaults)
+
+    _hyperparameters: ClassVar[dict[str, TypeCheck]] = {
+        **Optimizer._hyperparameters,
+        "lr": real,
+        "beta2_decay": real,
+        "eps": pair(optional(real), real),
+        "d": real,
+        "weight_decay": real,
+    }
+    # A matrix (or stack of them) keeps factored row and column variances, a vector the
+    # full one.
+    _state_keys: ClassVar[dict[str, StateKey] | None] = {
+        "step": STEP,
+        "row_var": StateKey(shape=lambda g, p: (*p.shape[:-1], 1) if p.ndim > 1 else None),
+        "col_var": StateKey(
+            shape=lambda g, p: (*p.shape[:-2], 1, p.shape[-1]) if p.ndim > 1 else None
+        ),
+        "variance": StateKey(shape=lambda g, p: None if p.ndim > 1 else tuple(p.shape)),
+    }
+
+    @staticmethod
+    def _check_ranges(settings: dict[str, Any]) -> None:
+        lr, beta2_decay, eps = settings["lr"], settings["beta2_decay"], settings["eps"]
+        d, weight_decay = settings["d"], settings["weight_decay"]
         if not 0.0 <= lr:
             raise ValueError(f"Learning rate should be >= 0 but is: {lr}")
         if not 0.0 >= beta2_decay:
@@ -46,17 +80,6 @@ class Adafactor(Optimizer):
             raise ValueError(f"Clipping threshold d should be >= 1 but is: {d}")
         if not 0.0 <= weight_decay:
             raise ValueError(f"weight_decay should be >= 0 but is: {weight_decay}")
-        _check_impl_flags(foreach, None, False)
-        defaults = {
-            "lr": lr,
-            "beta2_decay": beta2_decay,
-            "eps": eps,
-            "d": d,
-            "weight_decay": weight_decay,
-            "foreach": foreach,
-            "maximize": maximize,
-        }
-        super().__init__(params, defaults)
 
     _group_flags: ClassVar[dict[str, Any]] = {
         "foreach": None,

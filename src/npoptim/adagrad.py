@@ -8,11 +8,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ._kernel import Array, as_real, elementwise, gradient, temporaries
+from ._validation import LIKE_PARAM, STEP, StateKey, TypeCheck, check_nonnegative, real
 from .optimizer import (
     Optimizer,
     ParamsT,
-    _check_impl_flags,
-    _check_nonnegative,
     _differentiable_doc,
     _foreach_doc,
     _fused_doc,
@@ -39,13 +38,6 @@ class Adagrad(Optimizer):
         differentiable: bool = False,
         fused: bool | None = None,
     ) -> None:
-        _check_nonnegative(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay)
-        if not 0.0 <= initial_accumulator_value:
-            raise ValueError(
-                f"Invalid initial_accumulator_value value: {initial_accumulator_value}"
-            )
-        _check_nonnegative(eps=eps)
-        _check_impl_flags(foreach, fused, differentiable)
         defaults = {
             "lr": lr,
             "lr_decay": lr_decay,
@@ -72,6 +64,24 @@ class Adagrad(Optimizer):
         state = self.state[p]
         state["step"] = 0.0
         state["sum"] = np.full_like(p.view(np.ndarray), value)
+
+    _hyperparameters: ClassVar[dict[str, TypeCheck]] = {
+        **Optimizer._hyperparameters,
+        "lr": real,
+        "lr_decay": real,
+        "weight_decay": real,
+        "initial_accumulator_value": real,
+        "eps": real,
+    }
+    _state_keys: ClassVar[dict[str, StateKey] | None] = {"step": STEP, "sum": LIKE_PARAM}
+
+    @staticmethod
+    def _check_ranges(settings: dict[str, Any]) -> None:
+        check_nonnegative(
+            lr=settings["lr"], lr_decay=settings["lr_decay"], weight_decay=settings["weight_decay"]
+        )
+        check_nonnegative(initial_accumulator_value=settings["initial_accumulator_value"])
+        check_nonnegative(eps=settings["eps"])
 
     _group_flags: ClassVar[dict[str, Any]] = {
         "foreach": None,

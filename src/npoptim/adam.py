@@ -7,12 +7,21 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ._kernel import Array, elementwise, gradient, moments, temporaries
+from ._validation import (
+    LIKE_PARAM,
+    STEP,
+    StateKey,
+    TypeCheck,
+    check_betas,
+    check_nonnegative,
+    flag,
+    pair,
+    real,
+    when,
+)
 from .optimizer import (
     Optimizer,
     ParamsT,
-    _check_betas,
-    _check_impl_flags,
-    _check_nonnegative,
     _differentiable_doc,
     _foreach_doc,
     _fused_doc,
@@ -42,15 +51,9 @@ class Adam(Optimizer):
         fused: bool | None = None,
         decoupled_weight_decay: bool = False,
     ) -> None:
-        _check_nonnegative(lr=lr, eps=eps)
-        _check_betas(betas)
-        _check_nonnegative(weight_decay=weight_decay)
-        if not (isinstance(betas[0], float) and isinstance(betas[1], float)):
-            raise ValueError("betas must be either both floats or both Tensors")
-        _check_impl_flags(foreach, fused, differentiable)
         defaults = {
             "lr": lr,
-            "betas": tuple(betas),
+            "betas": tuple(betas) if isinstance(betas, list) else betas,
             "eps": eps,
             "weight_decay": weight_decay,
             "amsgrad": amsgrad,
@@ -62,6 +65,33 @@ class Adam(Optimizer):
             "decoupled_weight_decay": decoupled_weight_decay,
         }
         super().__init__(params, defaults)
+
+    _hyperparameters: ClassVar[dict[str, TypeCheck]] = {
+        **Optimizer._hyperparameters,
+        "lr": real,
+        "betas": pair(),
+        "eps": real,
+        "weight_decay": real,
+        "amsgrad": flag,
+        "decoupled_weight_decay": flag,
+    }
+    _state_keys: ClassVar[dict[str, StateKey] | None] = {
+        "step": STEP,
+        "exp_avg": LIKE_PARAM,
+        "exp_avg_sq": LIKE_PARAM,
+        # needed with amsgrad; kept (unused) without, like torch's state after the flag is
+        # turned off
+        "max_exp_avg_sq": StateKey(required=when("amsgrad")),
+    }
+
+    @staticmethod
+    def _check_ranges(settings: dict[str, Any]) -> None:
+        check_nonnegative(lr=settings["lr"], eps=settings["eps"])
+        betas = settings["betas"]
+        check_betas(betas)
+        check_nonnegative(weight_decay=settings["weight_decay"])
+        if not (isinstance(betas[0], float) and isinstance(betas[1], float)):
+            raise ValueError("betas must be either both floats or both Tensors")
 
     _group_flags: ClassVar[dict[str, Any]] = {
         "amsgrad": False,

@@ -7,12 +7,19 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ._kernel import Array, elementwise, gradient, temporaries
+from ._validation import (
+    LIKE_PARAM,
+    STEP,
+    StateKey,
+    TypeCheck,
+    check_betas,
+    check_nonnegative,
+    pair,
+    real,
+)
 from .optimizer import (
     Optimizer,
     ParamsT,
-    _check_betas,
-    _check_impl_flags,
-    _check_nonnegative,
     _differentiable_doc,
     _foreach_doc,
     _fused_doc,
@@ -40,10 +47,6 @@ class Adamax(Optimizer):
         capturable: bool = False,
         fused: bool | None = None,
     ) -> None:
-        _check_nonnegative(lr=lr, eps=eps)
-        _check_betas(betas)
-        _check_nonnegative(weight_decay=weight_decay)
-        _check_impl_flags(foreach, fused, differentiable)
         defaults = {
             "lr": lr,
             "betas": betas,
@@ -57,6 +60,25 @@ class Adamax(Optimizer):
         if fused is not None:  # torch's class has no fused: its key only when used
             defaults["fused"] = fused
         super().__init__(params, defaults)
+
+    _hyperparameters: ClassVar[dict[str, TypeCheck]] = {
+        **Optimizer._hyperparameters,
+        "lr": real,
+        "betas": pair(),
+        "eps": real,
+        "weight_decay": real,
+    }
+    _state_keys: ClassVar[dict[str, StateKey] | None] = {
+        "step": STEP,
+        "exp_avg": LIKE_PARAM,
+        "exp_inf": LIKE_PARAM,
+    }
+
+    @staticmethod
+    def _check_ranges(settings: dict[str, Any]) -> None:
+        check_nonnegative(lr=settings["lr"], eps=settings["eps"])
+        check_betas(settings["betas"])
+        check_nonnegative(weight_decay=settings["weight_decay"])
 
     _group_flags: ClassVar[dict[str, Any]] = {
         "foreach": None,

@@ -7,11 +7,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ._kernel import Array, elementwise, gradient, temporaries
+from ._validation import LIKE_PARAM, STEP, StateKey, TypeCheck, check_nonnegative, real
 from .optimizer import (
     Optimizer,
     ParamsT,
-    _check_impl_flags,
-    _check_nonnegative,
     _differentiable_doc,
     _foreach_doc,
     _fused_doc,
@@ -44,8 +43,6 @@ class ASGD(Optimizer):
         capturable: bool = False,
         fused: bool | None = None,
     ) -> None:
-        _check_nonnegative(lr=lr, weight_decay=weight_decay)
-        _check_impl_flags(foreach, fused, differentiable)
         defaults = {
             "lr": lr,
             "lambd": lambd,
@@ -60,6 +57,25 @@ class ASGD(Optimizer):
         if fused is not None:  # torch's class has no fused: its key only when used
             defaults["fused"] = fused
         super().__init__(params, defaults)
+
+    _hyperparameters: ClassVar[dict[str, TypeCheck]] = {
+        **Optimizer._hyperparameters,
+        "lr": real,
+        "lambd": real,
+        "alpha": real,
+        "t0": real,
+        "weight_decay": real,
+    }
+    _state_keys: ClassVar[dict[str, StateKey] | None] = {
+        "step": STEP,
+        "eta": StateKey("scalar"),
+        "mu": StateKey("scalar"),
+        "ax": LIKE_PARAM,
+    }
+
+    @staticmethod
+    def _check_ranges(settings: dict[str, Any]) -> None:
+        check_nonnegative(lr=settings["lr"], weight_decay=settings["weight_decay"])
 
     _group_flags: ClassVar[dict[str, Any]] = {
         "foreach": None,

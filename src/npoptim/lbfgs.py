@@ -2,16 +2,42 @@ r"""L-BFGS with an optional strong-Wolfe line search."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
 
 import numpy as np
 
 from ._kernel import Array, as_real
+from ._validation import (
+    StateKey,
+    TypeCheck,
+    integer,
+    is_real,
+    never,
+    optional,
+    real,
+    text,
+)
 from .optimizer import Optimizer, ParamsT
 from .parameter import Parameter, SparseGrad
 
 __all__ = ["LBFGS"]
+
+
+def _flat_shape(group: Mapping[str, Any], p: np.ndarray[Any, Any]) -> tuple[int, ...] | None:
+    """The flat length of all parameters (complex as two reals), for the first parameter's
+    state; other parameters keep none."""
+    params = group["params"]
+    if p is not params[0]:
+        return None
+    return (sum(q.size * (2 if np.iscomplexobj(q) else 1) for q in params),)
+
+
+def _first_only(group: Mapping[str, Any], p: np.ndarray[Any, Any]) -> bool:
+    return _flat_shape(group, p) is not None
+
+
+_FIRST_COUNTER = StateKey("scalar", shape=_flat_shape, required=_first_only)
 
 Scalar = Any  # a Python float or a NumPy floating scalar of the flat vectors' dtype
 ObjFunc = Callable[[list[Array], Scalar, Array], tuple[float, Array]]
@@ -29,9 +55,8 @@ class LBFGS(Optimizer):
         history_size: int = 100,
         line_search_fn: str | None = None,
     ) -> None:
-        if not 0.0 <= lr:
-            raise ValueError(f"Invalid learning rate: {lr}")
         if max_eval is None:
+            integer("max_iter", max_iter)
             max_eval = max_iter * 5 // 4
         defaults = {
             "lr": lr,
@@ -46,17 +71,47 @@ class LBFGS(Optimizer):
         if len(self.param_groups) != 1:
             raise ValueError("LBFGS doesn't support per-parameter options (parameter groups)")
 
+    _hyperparameters: ClassVar[dict[str, TypeCheck]] = {
+        "lr": real,
+        "max_iter": integer,
+        "max_eval": real,
+        "tolerance_grad": real,
+        "tolerance_change": real,
+        "history_size": integer,
+        "line_search_fn": optional(text),
+    }
+    # All of L-BFGS's state lives under the group's first parameter; its vectors are the
+    # flat (complex as two reals) length of all parameters.
+    _state_keys: ClassVar[dict[str, StateKey] | None] = {
+        "func_evals": _FIRST_COUNTER,
+        "n_iter": _FIRST_COUNTER,
+        "d": StateKey(shape=_flat_shape, required=never),
+        "t": StateKey("scalar", shape=_flat_shape, required=never, nullable=True),
+        "old_dirs": StateKey("arrays", shape=_flat_shape, required=never),
+        "old_stps": StateKey("arrays", shape=_flat_shape, required=never),
+        "ro": StateKey("scalars", shape=_flat_shape, required=never),
+        "al": StateKey("scalars", shape=_flat_shape, required=never),
+        "H_diag": StateKey("scalar", shape=_flat_shape, required=never),
+        "prev_flat_grad": StateKey(shape=_flat_shape, required=never),
+        "prev_loss": StateKey("scalar", shape=_flat_shape, required=never, nullable=True),
+    }
+
+    @staticmethod
+    def _check_ranges(settings: dict[str, Any]) -> None:
+        if not 0.0 <= settings["lr"]:
+            raise ValueError(f"Invalid learning rate: {settings['lr']}")
+
     @property
     def _params(self) -> list[Parameter]:
         params: list[Parameter] = self.param_groups[0]["params"]
         return params
 
     def _directional_evaluate(
-        self, closure: Callable[[], Any], x: list[Array], t: Scalar, d: Array
+        self, evaluate: Callable[[], tuple[Any, float]], x: list[Array], t: Scalar, d: Array
     ) -> tuple[float, Array]:
         """The loss and flat gradient at ``x + t d``; the parameters are then reset to ``x``."""
         _add_to_params(self._params, t, d)
-        loss = float(closure())
+        loss = evaluate()[1]
         flat_grad = _gather_flat_grad(self._params)
         for p, saved in zip(self._params, x, strict=True):
             np.copyto(p.view(np.ndarray), saved)
@@ -71,7 +126,25 @@ class LBFGS(Optimizer):
 
         Returns:
             What the first call of ``closure`` returned (the loss before the step).
+
+        As in torch, overflow and division by zero in L-BFGS's own arithmetic (a diverging
+        or degenerate run) give inf and NaN silently; the closure runs under the caller's
+        NumPy error settings.
         """
+        self._check_param_groups()
+        errors = np.geterr()
+
+        def evaluate() -> tuple[Any, float]:
+            """The closure's result, and the loss as a float."""
+            with np.errstate(**errors):
+                value = closure()
+            return value, _loss_value(value)
+
+        with np.errstate(all="ignore"):
+            return self._step(evaluate)
+
+    def _step(self, evaluate: Callable[[], tuple[Any, float]]) -> Any:
+        """The body of :meth:`step`, with the closure wrapped as ``evaluate``."""
         if len(self.param_groups) != 1:
             raise AssertionError(
                 f"Expected exactly one param_group, but got {len(self.param_groups)}"
@@ -87,12 +160,10 @@ class LBFGS(Optimizer):
         params = self._params
 
         # All of L-BFGS's state is global; it lives under the first parameter, as in torch.
+        orig_loss, loss = evaluate()  # checked before any state changes
         state = self.state[params[0]]
         state.setdefault("func_evals", 0)
         state.setdefault("n_iter", 0)
-
-        orig_loss = closure()
-        loss = float(orig_loss)
         current_evals = 1
         state["func_evals"] += 1
         flat_grad = _gather_flat_grad(params)
@@ -145,7 +216,7 @@ class LBFGS(Optimizer):
                 x_init = [p.view(np.ndarray).copy() for p in params]
 
                 def obj_func(x: list[Array], t: Scalar, d: Array) -> tuple[float, Array]:
-                    return self._directional_evaluate(closure, x, t, d)
+                    return self._directional_evaluate(evaluate, x, t, d)
 
                 loss, flat_grad, t, ls_func_evals = _strong_wolfe(
                     obj_func, x_init, t, d, loss, flat_grad, gtd, max_ls=max_eval - current_evals
@@ -158,7 +229,7 @@ class LBFGS(Optimizer):
                 if n_iter != max_iter:
                     # Re-evaluate except after the last iteration (torch's rule: in a
                     # stochastic setting the extra evaluation would be of no use).
-                    loss = float(closure())
+                    loss = evaluate()[1]
                     flat_grad = _gather_flat_grad(params)
                     opt_cond = np.abs(flat_grad).max() <= tolerance_grad
                     ls_func_evals = 1
@@ -182,6 +253,18 @@ class LBFGS(Optimizer):
         state["prev_flat_grad"] = prev_flat_grad
         state["prev_loss"] = prev_loss
         return orig_loss
+
+
+def _loss_value(value: Any) -> float:
+    """The closure's loss as a float; anything but a real number is refused."""
+    if is_real(value):
+        return float(value)
+    if isinstance(value, np.ndarray) and value.size == 1 and value.dtype.kind in "iuf":
+        return float(value.reshape(()))
+    raise TypeError(
+        "LBFGS needs a closure that returns the loss as a real number, but it returned "
+        f"{value!r} ({type(value).__name__})"
+    )
 
 
 LBFGS.__doc__ = r"""Implements the L-BFGS algorithm, optionally with a strong-Wolfe line search.

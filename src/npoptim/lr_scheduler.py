@@ -36,10 +36,11 @@ import warnings
 import weakref
 from bisect import bisect_right
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import partial, wraps
 from typing import Any, Literal, SupportsFloat, TypedDict
 
+from ._validation import wrapper_hint
 from .optimizer import Optimizer
 
 __all__ = [
@@ -272,12 +273,45 @@ class LRScheduler:
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore a state returned by :meth:`state_dict`.
+        """Restore a state returned by :meth:`state_dict`; a refused load changes nothing.
+
+        The argument must be this scheduler's state dict: every public attribute it saves
+        present (so a checkpoint wrapping it, or another scheduler's state, is refused, the
+        message naming the keys seen and expected), and one base lr per param group.
 
         Args:
             state_dict (dict): scheduler state, as returned by :meth:`state_dict`.
         """
-        self.__dict__.update(copy.deepcopy(state_dict))
+        self._check_state_dict(state_dict)
+        self._restore(state_dict)
+
+    def _restore(self, state: Mapping[str, Any]) -> None:
+        """Take a checked state's attributes (a copy of them)."""
+        self.__dict__.update(copy.deepcopy(dict(state)))
+
+    def _check_state_dict(self, state_dict: Any) -> None:
+        """Refuse what is not a state dict of this scheduler, before anything changes."""
+        name = type(self).__name__
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(
+                f"{name}.load_state_dict expects a scheduler state_dict (a dict), but got "
+                f"{type(state_dict).__name__}"
+            )
+        expected = sorted(self.state_dict())
+        missing = [k for k in expected if not k.startswith("_") and k not in state_dict]
+        if missing:
+            raise ValueError(
+                f"{name}.load_state_dict expects a {name} state_dict with the keys {expected}, "
+                f"but got a dict with the keys {sorted(map(str, state_dict))} (no "
+                f"{missing[0]!r}){wrapper_hint(state_dict, missing)}"
+            )
+        n_groups = len(self.optimizer.param_groups)
+        base_lrs = state_dict.get("base_lrs", [None] * n_groups)
+        if not isinstance(base_lrs, (list, tuple)) or len(base_lrs) != n_groups:
+            raise ValueError(
+                f"{name}.load_state_dict: the state has base_lrs {base_lrs!r}, but the "
+                f"optimizer has {n_groups} param group{'s' if n_groups != 1 else ''}"
+            )
 
     # ----------------------------------------------------------------- stepping
     def get_last_lr(self) -> list[float]:
@@ -381,9 +415,10 @@ class _LambdaScheduler(LRScheduler):
         Args:
             state_dict (dict): scheduler state, as returned by :meth:`state_dict`.
         """
+        self._check_state_dict(state_dict)
         state = dict(state_dict)
         saved_lambdas = state.pop("lr_lambdas")
-        super().load_state_dict(state)
+        self._restore(state)
         for fn, saved in zip(self.lr_lambdas, saved_lambdas, strict=False):
             _restore_callable_state(fn, saved)
 
@@ -847,9 +882,19 @@ class _CompositeScheduler(LRScheduler):
         Args:
             state_dict (dict): scheduler state, as returned by :meth:`state_dict`.
         """
+        self._check_state_dict(state_dict)
+        nested = state_dict.get("_schedulers")
+        if not isinstance(nested, (list, tuple)) or len(nested) != len(self._schedulers):
+            raise ValueError(
+                f"{type(self).__name__}.load_state_dict: the state holds "
+                f"{len(nested) if isinstance(nested, (list, tuple)) else 'no'} wrapped "
+                f"scheduler states, but this scheduler wraps {len(self._schedulers)}"
+            )
+        for scheduler, saved in zip(self._schedulers, nested, strict=True):
+            scheduler._check_state_dict(saved)
         state = dict(state_dict)
-        nested = state.pop("_schedulers")
-        super().load_state_dict(state)
+        state.pop("_schedulers")
+        self._restore(state)
         for scheduler, saved in zip(self._schedulers, nested, strict=False):
             scheduler.load_state_dict(saved)
 
@@ -1337,9 +1382,10 @@ class CyclicLR(LRScheduler):
         Args:
             state_dict (dict): scheduler state, as returned by :meth:`state_dict`.
         """
+        self._check_state_dict(state_dict)
         state = dict(state_dict)
         saved_fn = state.pop("_scale_fn_custom", None)
-        super().load_state_dict(state)
+        self._restore(state)
         _restore_callable_state(self._scale_fn_custom, saved_fn)
         self._init_scale_fn()
 
@@ -1480,7 +1526,24 @@ class OneCycleLR(LRScheduler):
             _phase(last, "max_lr", "min_lr", "base_momentum", "max_momentum"),
         ]
 
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore a state returned by :meth:`state_dict`.
+
+        A state saved by an older torch carries the function ``anneal_func`` instead of
+        ``_anneal_func_type``; as torch 2.13 does, the strategy given to the constructor is
+        kept, and the function (which could not be saved safely) is dropped.
+
+        Args:
+            state_dict (dict): scheduler state, as returned by :meth:`state_dict`.
+        """
+        state = dict(state_dict)
+        state.pop("anneal_func", None)
+        super().load_state_dict(state)
+
     def _anneal_func(self, start: float, end: float, pct: float) -> float:
+        if "_anneal_func_type" not in self.__dict__:  # an object pickled by an older torch
+            legacy: Callable[[float, float, float], float] = self.__dict__["anneal_func"]
+            return legacy(start, end, pct)
         if self._anneal_func_type == "cos":
             return self._annealing_cos(start, end, pct)
         if self._anneal_func_type == "linear":

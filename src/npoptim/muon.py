@@ -3,11 +3,22 @@ r"""Muon: momentum whose update is orthogonalized by a Newton–Schulz iteration
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from ._kernel import Array
+from ._validation import (
+    LIKE_PARAM,
+    StateKey,
+    TypeCheck,
+    flag,
+    integer,
+    optional,
+    real,
+    reals,
+    text,
+)
 from .optimizer import Optimizer, ParamsT, _dense_params_and_grads, _params_doc
 from .parameter import Parameter
 
@@ -34,14 +45,6 @@ class Muon(Optimizer):
         ns_steps: int = DEFAULT_NS_STEPS,
         adjust_lr_fn: str | None = None,
     ) -> None:
-        if not 0.0 <= lr:
-            raise ValueError(f"Learning rate should be >= 0 but is: {lr}")
-        if not 0.0 <= momentum:
-            raise ValueError(f"momentum should be >= 0 but is: {momentum}")
-        if not 0.0 <= weight_decay:
-            raise ValueError(f"weight decay should be >= 0 but is: {weight_decay}")
-        if adjust_lr_fn is not None and adjust_lr_fn not in ["original", "match_rms_adamw"]:
-            raise ValueError(f"Adjust learning rate function {adjust_lr_fn} is not supported")
         defaults = {
             "lr": lr,
             "weight_decay": weight_decay,
@@ -60,6 +63,31 @@ class Muon(Optimizer):
                         "Muon only supports 2D parameters whereas we found a parameter with "
                         f"size: {p.shape}"
                     )
+
+    _hyperparameters: ClassVar[dict[str, TypeCheck]] = {
+        "lr": real,
+        "weight_decay": real,
+        "momentum": real,
+        "nesterov": flag,
+        "ns_coefficients": reals,
+        "eps": real,
+        "ns_steps": integer,
+        "adjust_lr_fn": optional(text),
+    }
+    _state_keys: ClassVar[dict[str, StateKey] | None] = {"momentum_buffer": LIKE_PARAM}
+
+    @staticmethod
+    def _check_ranges(settings: dict[str, Any]) -> None:
+        lr, momentum, weight_decay = settings["lr"], settings["momentum"], settings["weight_decay"]
+        adjust_lr_fn = settings["adjust_lr_fn"]
+        if not 0.0 <= lr:
+            raise ValueError(f"Learning rate should be >= 0 but is: {lr}")
+        if not 0.0 <= momentum:
+            raise ValueError(f"momentum should be >= 0 but is: {momentum}")
+        if not 0.0 <= weight_decay:
+            raise ValueError(f"weight decay should be >= 0 but is: {weight_decay}")
+        if adjust_lr_fn is not None and adjust_lr_fn not in ["original", "match_rms_adamw"]:
+            raise ValueError(f"Adjust learning rate function {adjust_lr_fn} is not supported")
 
     def _step_group(self, group: dict[str, Any]) -> None:
         params, grads = _dense_params_and_grads(group, "Muon", real_only=True)

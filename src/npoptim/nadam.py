@@ -7,12 +7,20 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ._kernel import Array, elementwise, gradient, moments, temporaries
+from ._validation import (
+    LIKE_PARAM,
+    STEP,
+    StateKey,
+    TypeCheck,
+    check_betas,
+    check_nonnegative,
+    flag,
+    pair,
+    real,
+)
 from .optimizer import (
     Optimizer,
     ParamsT,
-    _check_betas,
-    _check_impl_flags,
-    _check_nonnegative,
     _differentiable_doc,
     _foreach_doc,
     _fused_doc,
@@ -42,10 +50,6 @@ class NAdam(Optimizer):
         differentiable: bool = False,
         fused: bool | None = None,
     ) -> None:
-        _check_nonnegative(lr=lr, eps=eps)
-        _check_betas(betas)
-        _check_nonnegative(weight_decay=weight_decay, momentum_decay=momentum_decay)
-        _check_impl_flags(foreach, fused, differentiable)
         defaults = {
             "lr": lr,
             "betas": betas,
@@ -61,6 +65,30 @@ class NAdam(Optimizer):
         if fused is not None:  # torch's class has no fused: its key only when used
             defaults["fused"] = fused
         super().__init__(params, defaults)
+
+    _hyperparameters: ClassVar[dict[str, TypeCheck]] = {
+        **Optimizer._hyperparameters,
+        "lr": real,
+        "betas": pair(),
+        "eps": real,
+        "weight_decay": real,
+        "momentum_decay": real,
+        "decoupled_weight_decay": flag,
+    }
+    _state_keys: ClassVar[dict[str, StateKey] | None] = {
+        "step": STEP,
+        "mu_product": StateKey("scalar"),
+        "exp_avg": LIKE_PARAM,
+        "exp_avg_sq": LIKE_PARAM,
+    }
+
+    @staticmethod
+    def _check_ranges(settings: dict[str, Any]) -> None:
+        check_nonnegative(lr=settings["lr"], eps=settings["eps"])
+        check_betas(settings["betas"])
+        check_nonnegative(
+            weight_decay=settings["weight_decay"], momentum_decay=settings["momentum_decay"]
+        )
 
     _group_flags: ClassVar[dict[str, Any]] = {
         "maximize": False,

@@ -12,13 +12,22 @@ import functools
 import itertools
 import warnings
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from copy import deepcopy
 from typing import Any, ClassVar, TypeVar, Union, cast
 
 import numpy as np
 
-from ._kernel import require_numba
+from ._validation import (
+    StateKey,
+    TypeCheck,
+    check_impl_flags,
+    check_types,
+    flag,
+    is_real,
+    optional_flag,
+    wrapper_hint,
+)
 from .parameter import Parameter, SparseGrad
 
 __all__ = [
@@ -174,7 +183,47 @@ class Optimizer:
         if step is not None and not getattr(step, "hooked", False):
             cls.step = _hooked_step(step)  # type: ignore[method-assign]
 
+    #: Type check of each hyperparameter a group may hold (see :mod:`npoptim._validation`);
+    #: run where values enter and at every ``step()``, before a kernel path is chosen.
+    _hyperparameters: ClassVar[dict[str, TypeCheck]] = {
+        "maximize": flag,
+        "foreach": optional_flag,
+        "fused": optional_flag,
+        "differentiable": flag,
+        "capturable": flag,
+    }
+    #: What each key of a parameter's state holds; ``load_state_dict`` checks loaded state
+    #: against it. None (a subclass that declares nothing): loaded state is not checked.
+    _state_keys: ClassVar[dict[str, StateKey] | None] = None
+
+    @staticmethod
+    def _check_ranges(settings: dict[str, Any]) -> None:
+        """torch's value checks of the hyperparameters (``Invalid learning rate: -1``), run by
+        the constructor, ``add_param_group`` and ``load_state_dict`` on well-typed values."""
+
+    def _check_settings(self, settings: dict[str, Any], where: str) -> None:
+        """Type checks, then torch's value checks, of a group's (or the defaults')
+        hyperparameters; ``where`` names the group in messages (``""`` for the defaults)."""
+        check_types(self._hyperparameters, settings, where)
+        try:
+            self._check_ranges(settings)
+        except ValueError as exc:
+            if not where:
+                raise
+            raise ValueError(f"{where}: {exc}") from exc
+
+    def _check_param_groups(self) -> None:
+        """The type checks of every group's hyperparameters, run before each ``step()``: a
+        value written into ``param_groups`` (``lr = "0.1"``, ``betas = (0.9,)``) raises here,
+        naming the group, the key and the value, whatever kernel path would run."""
+        for i, group in enumerate(self.param_groups):
+            check_types(self._hyperparameters, group, f"param_groups[{i}]")
+
     def __init__(self, params: ParamsT, defaults: dict[str, Any]) -> None:
+        self._check_settings(defaults, "")
+        check_impl_flags(
+            defaults.get("foreach"), defaults.get("fused"), defaults.get("differentiable", False)
+        )
         self.defaults = defaults
         self._init_hooks()
         if isinstance(params, np.ndarray):
@@ -298,6 +347,7 @@ class Optimizer:
                 )
         if not existing.isdisjoint(id(p) for p in tensors):
             raise ValueError("some parameters appear in more than one parameter group")
+        self._check_settings(group, f"param_groups[{len(self.param_groups)}]")
         param_group.clear()
         param_group.update(group)
         self.param_groups.append(param_group)
@@ -331,6 +381,7 @@ class Optimizer:
         Returns:
             The closure's loss, or None without a closure.
         """
+        self._check_param_groups()
         loss = _eval_closure(closure)
         for group in self.param_groups:
             self._step_group(group)
@@ -419,17 +470,30 @@ class Optimizer:
     def load_state_dict(self, state_dict: StateDict) -> None:
         """Load a state produced by :meth:`state_dict`; a refused load changes nothing.
 
-        Parameters are matched by position, group by group. Array state is copied and, for
-        real floating parameters, cast to the parameter's dtype (``step`` excepted), as torch
-        does. Names in ``param_names``, if present, replace the optimizer's.
+        Parameters are matched by position, group by group. Everything is checked before
+        anything changes: the argument is a state dict (not a checkpoint holding one), group
+        count and sizes, each group's hyperparameters (the constructor's checks), and each
+        parameter's state: its keys belong to this algorithm (and its options: Adam with
+        ``amsgrad`` needs ``max_exp_avg_sq``), its arrays have the shape the parameter needs
+        and a dtype that casts to the parameter's. Array state is copied once and, for real
+        floating parameters, cast to the parameter's dtype (``step`` excepted), as torch
+        does; read-only arrays are accepted. Names in ``param_names``, if present, replace
+        the optimizer's.
         """
-        state_dict = state_dict.copy()
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(
+                f"{type(self).__name__}.load_state_dict expects an optimizer state_dict "
+                f"(a dict), but got {_typename(state_dict)}"
+            )
+        state_dict = dict(state_dict)
         for pre_hook in self._optimizer_load_state_dict_pre_hooks.values():
             result = pre_hook(self, state_dict)
             if result is not None:
                 state_dict = result
+        _check_state_dict_keys(self, state_dict)
         groups = self.param_groups
         saved_groups = deepcopy(state_dict["param_groups"])
+        _check_saved_group_layout(saved_groups)
         if len(groups) != len(saved_groups):
             raise ValueError("loaded state dict has a different number of parameter groups")
         if any(
@@ -439,6 +503,8 @@ class Optimizer:
                 "loaded state dict contains a parameter group that doesn't match the size of "
                 "optimizer's group"
             )
+        for i, saved in enumerate(saved_groups):
+            self._check_saved_group(saved, i)
         id_map = dict(
             zip(
                 itertools.chain.from_iterable(g["params"] for g in saved_groups),
@@ -446,13 +512,28 @@ class Optimizer:
                 strict=True,
             )
         )
+        where = {
+            index: (i, j) for i, g in enumerate(saved_groups) for j, index in enumerate(g["params"])
+        }
+        saved_state = state_dict["state"]
+        if not isinstance(saved_state, Mapping):
+            raise TypeError(
+                "loaded state dict: 'state' must be a dict of per-parameter states, but got "
+                + _typename(saved_state)
+            )
+        for k, v in saved_state.items():
+            if k not in id_map:
+                raise ValueError(
+                    f"loaded state dict has a state for parameter {k!r}, which no param group "
+                    f"lists (the groups list {sorted(id_map, key=repr)})"
+                )
+            i, j = where[k]
+            self._check_param_state(v, saved_groups[i], id_map[k], k, i, groups[i], j)
+        # Checked: from here on nothing raises.
         state: defaultdict[Any, Any] = defaultdict(dict)
-        for k, v in state_dict["state"].items():
-            if k in id_map:
-                param = id_map[k]
-                state[param] = self._cast_state(param, v)
-            else:
-                state[k] = _copy_value(v)
+        for k, v in saved_state.items():
+            param = id_map[k]
+            state[param] = self._cast_state(param, v)
         new_groups = []
         for group, saved in zip(groups, saved_groups, strict=True):
             saved["params"] = group["params"]
@@ -462,6 +543,62 @@ class Optimizer:
         self.__setstate__({"state": state, "param_groups": new_groups})
         for post_hook in self._optimizer_load_state_dict_post_hooks.values():
             post_hook(self)
+
+    def _check_saved_group(self, saved: dict[str, Any], index: int) -> None:
+        """A loaded group holds every hyperparameter this optimizer needs (the flags
+        :meth:`__setstate__` fills in may be missing, as in older checkpoints), each of the
+        type ``step()`` requires.
+
+        torch's range checks are not run here: a scheduler may legitimately have written a
+        value the constructor refuses (OneCycleLR's ``max_momentum`` into ``betas[0]``), and
+        a state dict this optimizer produced must load back."""
+        probe = {**self._group_flags, **saved}
+        needed = [k for k in self.defaults if k not in probe and k != "differentiable"]
+        if needed:
+            known = sorted(k for k in saved if k != "params")
+            raise ValueError(
+                f"loaded param_groups[{index}] has no {needed[0]!r}: it is not a param group of "
+                f"{type(self).__name__} (its keys: {known}; {type(self).__name__} needs "
+                f"{sorted(k for k in self.defaults if k not in self._group_flags)})"
+            )
+        check_types(self._hyperparameters, probe, f"loaded param_groups[{index}]")
+
+    def _check_param_state(
+        self,
+        value: Any,
+        saved_group: dict[str, Any],
+        param: Parameter,
+        index: Any,
+        group_index: int,
+        group: dict[str, Any],
+        position: int,
+    ) -> None:
+        """A loaded state of one parameter matches what this algorithm keeps for it."""
+        names = saved_group.get("param_names") or group.get("param_names")
+        name = f" ({names[position]!r})" if names and position < len(names) else ""
+        label = f"loaded state for parameter {index}{name} of param_groups[{group_index}]"
+        if not isinstance(value, Mapping):
+            raise TypeError(f"{label} must be a dict, but got {_typename(value)}")
+        specs = self._state_keys
+        if specs is None:
+            return
+        probe = {**self._group_flags, **saved_group, "params": group["params"]}
+        own = {k: s for k, s in specs.items() if s.shape(probe, param) is not None}
+        for key, item in value.items():
+            spec = own.get(key)
+            if spec is None:
+                raise ValueError(
+                    f"{label}: {key!r} is not a state of {type(self).__name__} for this "
+                    f"parameter (its state keys: {sorted(own)})"
+                )
+            _check_state_value(f"{label}: {key!r}", item, spec, probe, param)
+        if value:
+            missing = [k for k, s in own.items() if k not in value and s.required(probe, param)]
+            if missing:
+                raise ValueError(
+                    f"{label} has no {missing[0]!r}, which {type(self).__name__} needs with "
+                    f"these options (it has {sorted(value, key=repr)})"
+                )
 
     # ---------------------------------------------------------------------- hooks
     def register_step_pre_hook(self, hook: StepPreHook) -> RemovableHandle:
@@ -542,16 +679,6 @@ def _eval_closure(closure: Callable[[], float] | None) -> float | None:
     return None if closure is None else closure()
 
 
-def _check_impl_flags(foreach: bool | None, fused: bool | None, differentiable: bool) -> None:
-    """torch's checks on the implementation flags, plus what npoptim cannot do."""
-    if differentiable:
-        raise ValueError("differentiable=True needs autograd, which npoptim does not have")
-    if fused:
-        if foreach:
-            raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
-        require_numba()
-
-
 def _dense_params_and_grads(
     group: dict[str, Any], optimizer_name: str, hint: str = "", real_only: bool = False
 ) -> tuple[list[Parameter], list[np.ndarray[Any, Any]]]:
@@ -572,25 +699,88 @@ def _dense_params_and_grads(
     return params, grads
 
 
-_INVALID = {"lr": "Invalid learning rate: {}", "eps": "Invalid epsilon value: {}"}
+def _check_state_dict_keys(optimizer: Optimizer, state_dict: Any) -> None:
+    """The argument of ``load_state_dict`` is an optimizer state dict, not a checkpoint or
+    another wrapper around one (then the message says where the state dict is)."""
+    expected = ["param_groups", "state"]
+    if isinstance(state_dict, Mapping) and all(k in state_dict for k in expected):
+        return
+    seen = sorted(map(repr, state_dict)) if isinstance(state_dict, Mapping) else []
+    raise ValueError(
+        f"{type(optimizer).__name__}.load_state_dict expects an optimizer state_dict with the "
+        f"keys {expected}, but got a dict with the keys [{', '.join(seen)}]"
+        f"{wrapper_hint(state_dict, expected)}"
+    )
 
 
-def _check_nonnegative(**values: float) -> None:
-    """torch's range checks, in the order given: each value must be >= 0 (NaN is refused).
+def _check_saved_group_layout(saved_groups: Any) -> None:
+    """``param_groups`` is a list of dicts, each listing its parameters' indices, no index
+    twice."""
+    if not isinstance(saved_groups, (list, tuple)):
+        raise TypeError(
+            "loaded state dict: 'param_groups' must be a list of dicts, but got "
+            + _typename(saved_groups)
+        )
+    seen: set[Any] = set()
+    for i, saved in enumerate(saved_groups):
+        if not isinstance(saved, dict) or not isinstance(saved.get("params"), (list, tuple)):
+            raise TypeError(
+                f"loaded param_groups[{i}] must be a dict with a 'params' list, but got "
+                + (f"the keys {sorted(saved)}" if isinstance(saved, dict) else _typename(saved))
+            )
+        for index in saved["params"]:
+            if index in seen:
+                raise ValueError(
+                    f"loaded param_groups[{i}] lists parameter {index!r}, already listed"
+                )
+            seen.add(index)
 
-    Messages are torch's: "Invalid learning rate: -1", "Invalid epsilon value: ...",
-    "Invalid <name> value: ..." for the others.
-    """
-    for name, value in values.items():
-        if not 0.0 <= value:
-            raise ValueError(_INVALID.get(name, f"Invalid {name} value: {{}}").format(value))
+
+def _castable(source: np.dtype[Any], param: Parameter) -> bool:
+    """Whether state of dtype ``source`` converts to the parameter's dtype without losing
+    its kind (float64 -> float32 yes; complex -> float, str, object no)."""
+    return source.kind in "biufc" and np.can_cast(source, param.dtype, casting="same_kind")
 
 
-def _check_betas(betas: tuple[float, float]) -> None:
-    """torch's check that each beta lies in [0, 1)."""
-    for index, beta in enumerate(betas):
-        if not 0.0 <= beta < 1.0:
-            raise ValueError(f"Invalid beta parameter at index {index}: {beta}")
+def _check_state_value(
+    label: str, value: Any, spec: StateKey, group: dict[str, Any], param: Parameter
+) -> None:
+    """One loaded state value has the kind, shape and dtype ``spec`` declares."""
+    if value is None and spec.nullable:
+        return
+    if spec.kind == "scalar":
+        if not is_real(value):
+            raise TypeError(f"{label} must be a real number, but got {_typename(value)}")
+        return
+    if spec.kind == "scalars":
+        if not isinstance(value, (list, tuple)) or not all(
+            v is None or is_real(v) for v in value
+        ):
+            raise TypeError(f"{label} must be a list of real numbers")
+        return
+    expected = spec.shape(group, param)
+    items = value if spec.kind == "arrays" else [value]
+    if spec.kind == "arrays" and not isinstance(value, (list, tuple)):
+        raise TypeError(f"{label} must be a list of arrays, but got {_typename(value)}")
+    for item in items:
+        if isinstance(item, SparseGrad) and spec.sparse:
+            shape, dtype = item.shape, item.values.dtype
+        elif isinstance(item, np.ndarray):
+            shape, dtype = item.shape, item.dtype
+        else:
+            raise TypeError(f"{label} must be an array, but got {_typename(item)}")
+        if tuple(shape) != expected:
+            whose = (
+                "the parameter has shape"
+                if expected == param.shape
+                else f"for a parameter of shape {param.shape} it must have shape"
+            )
+            raise ValueError(f"{label} has shape {tuple(shape)}, but {whose} {expected}")
+        if not _castable(dtype, param):
+            raise TypeError(
+                f"{label} has dtype {dtype}, which does not cast to the parameter's dtype "
+                f"{param.dtype}"
+            )
 
 
 def _zeros_like(p: Parameter) -> np.ndarray[Any, Any]:

@@ -7,11 +7,19 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ._kernel import Array, average_of_squares, elementwise, gradient, temporaries
+from ._validation import (
+    LIKE_PARAM,
+    STEP,
+    StateKey,
+    TypeCheck,
+    check_nonnegative,
+    flag,
+    real,
+    when,
+)
 from .optimizer import (
     Optimizer,
     ParamsT,
-    _check_impl_flags,
-    _check_nonnegative,
     _differentiable_doc,
     _foreach_doc,
     _fused_doc,
@@ -40,10 +48,6 @@ class RMSprop(Optimizer):
         differentiable: bool = False,
         fused: bool | None = None,
     ) -> None:
-        _check_nonnegative(
-            lr=lr, eps=eps, momentum=momentum, weight_decay=weight_decay, alpha=alpha
-        )
-        _check_impl_flags(foreach, fused, differentiable)
         defaults = {
             "lr": lr,
             "momentum": momentum,
@@ -59,6 +63,32 @@ class RMSprop(Optimizer):
         if fused is not None:  # torch's class has no fused: its key only when used
             defaults["fused"] = fused
         super().__init__(params, defaults)
+
+    _hyperparameters: ClassVar[dict[str, TypeCheck]] = {
+        **Optimizer._hyperparameters,
+        "lr": real,
+        "alpha": real,
+        "eps": real,
+        "weight_decay": real,
+        "momentum": real,
+        "centered": flag,
+    }
+    _state_keys: ClassVar[dict[str, StateKey] | None] = {
+        "step": STEP,
+        "square_avg": LIKE_PARAM,
+        "momentum_buffer": StateKey(required=lambda group, p: group["momentum"] > 0),
+        "grad_avg": StateKey(required=when("centered")),
+    }
+
+    @staticmethod
+    def _check_ranges(settings: dict[str, Any]) -> None:
+        check_nonnegative(
+            lr=settings["lr"],
+            eps=settings["eps"],
+            momentum=settings["momentum"],
+            weight_decay=settings["weight_decay"],
+            alpha=settings["alpha"],
+        )
 
     _group_flags: ClassVar[dict[str, Any]] = {
         "momentum": 0,

@@ -7,11 +7,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ._kernel import Array, elementwise, temporaries
+from ._validation import LIKE_PARAM, STEP, StateKey, TypeCheck, check_nonnegative, pair, real
 from .optimizer import (
     Optimizer,
     ParamsT,
-    _check_impl_flags,
-    _check_nonnegative,
     _differentiable_doc,
     _foreach_doc,
     _fused_doc,
@@ -38,10 +37,6 @@ class Rprop(Optimizer):
         differentiable: bool = False,
         fused: bool | None = None,
     ) -> None:
-        _check_nonnegative(lr=lr)
-        if not 0.0 < etas[0] < 1.0 < etas[1]:
-            raise ValueError(f"Invalid eta values: {etas[0]}, {etas[1]}")
-        _check_impl_flags(foreach, fused, differentiable)
         defaults = {
             "lr": lr,
             "etas": etas,
@@ -54,6 +49,25 @@ class Rprop(Optimizer):
         if fused is not None:  # torch's class has no fused: its key only when used
             defaults["fused"] = fused
         super().__init__(params, defaults)
+
+    _hyperparameters: ClassVar[dict[str, TypeCheck]] = {
+        **Optimizer._hyperparameters,
+        "lr": real,
+        "etas": pair(),
+        "step_sizes": pair(),
+    }
+    _state_keys: ClassVar[dict[str, StateKey] | None] = {
+        "step": STEP,
+        "prev": LIKE_PARAM,
+        "step_size": LIKE_PARAM,
+    }
+
+    @staticmethod
+    def _check_ranges(settings: dict[str, Any]) -> None:
+        check_nonnegative(lr=settings["lr"])
+        etas = settings["etas"]
+        if not 0.0 < etas[0] < 1.0 < etas[1]:
+            raise ValueError(f"Invalid eta values: {etas[0]}, {etas[1]}")
 
     _group_flags: ClassVar[dict[str, Any]] = {
         "foreach": None,

@@ -7,10 +7,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ._kernel import Array, elementwise, gradient, temporaries
+from ._validation import StateKey, TypeCheck, check_nonnegative, flag, never, real
 from .optimizer import (
     Optimizer,
     ParamsT,
-    _check_impl_flags,
     _differentiable_doc,
     _foreach_doc,
     _fused_doc,
@@ -37,15 +37,6 @@ class SGD(Optimizer):
         differentiable: bool = False,
         fused: bool | None = None,
     ) -> None:
-        if lr < 0.0:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if momentum < 0.0:
-            raise ValueError(f"Invalid momentum value: {momentum}")
-        if weight_decay < 0.0:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
-        if nesterov and (momentum <= 0 or dampening != 0):
-            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
-        _check_impl_flags(foreach, fused, differentiable)
         defaults = {
             "lr": lr,
             "momentum": momentum,
@@ -58,6 +49,26 @@ class SGD(Optimizer):
             "fused": fused,
         }
         super().__init__(params, defaults)
+
+    _hyperparameters: ClassVar[dict[str, TypeCheck]] = {
+        **Optimizer._hyperparameters,
+        "lr": real,
+        "momentum": real,
+        "dampening": real,
+        "weight_decay": real,
+        "nesterov": flag,
+    }
+    _state_keys: ClassVar[dict[str, StateKey] | None] = {
+        # only with momentum; a SparseGrad for a parameter stepped with sparse grads
+        "momentum_buffer": StateKey(required=never, nullable=True, sparse=True),
+    }
+
+    @staticmethod
+    def _check_ranges(settings: dict[str, Any]) -> None:
+        check_nonnegative(lr=settings["lr"], momentum=settings["momentum"])
+        check_nonnegative(weight_decay=settings["weight_decay"])
+        if settings["nesterov"] and (settings["momentum"] <= 0 or settings["dampening"] != 0):
+            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
 
     _group_flags: ClassVar[dict[str, Any]] = {
         "nesterov": False,

@@ -8,7 +8,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ._kernel import CHUNK_BYTES, Array, scratch
-from .optimizer import Optimizer, ParamsT, _check_betas, _maximize_doc, _params_doc
+from ._validation import LIKE_PARAM, STEP, StateKey, TypeCheck, check_betas, flag, pair, real
+from .optimizer import Optimizer, ParamsT, _maximize_doc, _params_doc
 from .parameter import Parameter, SparseGrad
 
 __all__ = ["SparseAdam", "sparse_adam"]
@@ -23,11 +24,6 @@ class SparseAdam(Optimizer):
         eps: float = 1e-8,
         maximize: bool = False,
     ) -> None:
-        if not 0.0 < lr:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if not 0.0 < eps:
-            raise ValueError(f"Invalid epsilon value: {eps}")
-        _check_betas(betas)
         defaults = {"lr": lr, "betas": betas, "eps": eps, "maximize": maximize}
         super().__init__(params, defaults)
         complex_params = [
@@ -41,6 +37,27 @@ class SparseAdam(Optimizer):
                 f"Complex params at indices {complex_params}: SparseAdam does not support "
                 "complex parameters"
             )
+
+    _hyperparameters: ClassVar[dict[str, TypeCheck]] = {
+        "lr": real,
+        "betas": pair(),
+        "eps": real,
+        "maximize": flag,
+    }
+    _state_keys: ClassVar[dict[str, StateKey] | None] = {
+        "step": STEP,
+        "exp_avg": LIKE_PARAM,
+        "exp_avg_sq": LIKE_PARAM,
+    }
+
+    @staticmethod
+    def _check_ranges(settings: dict[str, Any]) -> None:
+        lr, eps = settings["lr"], settings["eps"]
+        if not 0.0 < lr:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if not 0.0 < eps:
+            raise ValueError(f"Invalid epsilon value: {eps}")
+        check_betas(settings["betas"])
 
     _group_flags: ClassVar[dict[str, Any]] = {"maximize": False}
 

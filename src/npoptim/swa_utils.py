@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
+from ._validation import wrapper_hint
 from .lr_scheduler import LRScheduler, _format_param, _warn_unless_in_step
 from .optimizer import Optimizer
 from .parameter import Parameter
@@ -261,11 +262,29 @@ class AveragedParameters:
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore a state returned by :meth:`state_dict`; everything is checked before
-        anything changes."""
+        anything changes: the keys (a checkpoint wrapping the state is refused, naming the
+        keys seen and expected), ``n_averaged``, and each average's count, shape and dtype
+        (it must cast to the average's dtype)."""
+        expected = ["n_averaged", "params"]
+        if not isinstance(state_dict, Mapping) or any(k not in state_dict for k in expected):
+            seen = sorted(map(str, state_dict)) if isinstance(state_dict, Mapping) else []
+            raise ValueError(
+                "AveragedParameters.load_state_dict expects a state_dict with the keys "
+                f"{expected}, but got {type(state_dict).__name__} with the keys {seen}"
+                f"{wrapper_hint(state_dict, expected)}"
+            )
         n_averaged = state_dict["n_averaged"]
         if not isinstance(n_averaged, numbers.Integral) or n_averaged < 0:
             raise ValueError(f"n_averaged must be a non-negative integer, got {n_averaged!r}")
         values = self._check_current(state_dict["params"])
+        for i, (avg, value) in enumerate(zip(self._averaged, values, strict=True)):
+            if value.dtype.kind not in "biufc" or not np.can_cast(
+                value.dtype, avg.dtype, casting="same_kind"
+            ):
+                raise TypeError(
+                    f"parameter {i} has dtype {value.dtype}, which does not cast to its "
+                    f"average's dtype {avg.dtype}"
+                )
         for avg, value in zip(self._averaged, values, strict=True):
             np.copyto(avg, value, casting="same_kind")
         self.n_averaged = int(n_averaged)

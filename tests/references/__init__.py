@@ -12,7 +12,7 @@ import importlib
 import pkgutil
 from types import ModuleType
 
-DEFAULT_TOLERANCE = {"float64": 1e-10, "complex128": 1e-10, "float32": 1e-5}
+DEFAULT_TOLERANCE = {"float64": 1e-10, "complex128": 1e-10, "float32": 1e-6}
 
 
 def load_all() -> dict[str, ModuleType]:
