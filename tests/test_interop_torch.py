@@ -21,6 +21,7 @@ with or without a switch (the state round trip itself is exact, as for every opt
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 from collections import Counter
@@ -228,7 +229,7 @@ def test_run_switching_libraries_matches_torch_throughout(case: Case, route: str
 def test_npoptim_state_dict_survives_a_visit_to_torch(case: Case) -> None:
     session = optimizer_session("npoptim", case)
     session.train(N)
-    original = session.opt.state_dict()
+    original = copy.deepcopy(session.opt.state_dict())  # a snapshot, not live views
     session.switch("torch")
     session.switch("npoptim")
     assert_identical(session.opt.state_dict(), original)
