@@ -505,9 +505,16 @@ def test_save_fsyncs_a_temp_file_in_the_target_folder_then_renames_it_and_fsyncs
         assert events[2:] == [("fsync", "")]  # the folder, so that the rename is durable
 
 
-def test_save_to_a_missing_folder_raises_file_not_found(tmp_path: pathlib.Path) -> None:
-    with pytest.raises(FileNotFoundError):
-        save(1, tmp_path / "missing" / "ckpt.npz")
+def test_save_to_a_missing_folder_raises_file_not_found_naming_the_target(
+    tmp_path: pathlib.Path,
+) -> None:
+    target = tmp_path / "missing" / "ckpt.npz"
+    with pytest.raises(FileNotFoundError) as caught:
+        save(1, target)
+    assert caught.value.filename == str(target)
+    assert str(tmp_path / "missing") in str(caught.value) and "does not exist" in str(caught.value)
+    assert ".tmp" not in str(caught.value)
+    assert not (tmp_path / "missing").exists()
 
 
 # --- no pickle -----------------------------------------------------------------------------
