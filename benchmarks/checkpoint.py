@@ -13,9 +13,11 @@ Workloads (float32 parameters, Adam after one step, so the state is ``exp_avg`` 
 For each library the table gives, in seconds (the median of ``--rounds`` rounds, the libraries
 taking turns within a round so that a disturbance of the machine falls on all of them alike):
 
-* ``state_dict``: ``optimizer.state_dict()``, and the memory it adds (the growth of the
-  process's resident set while the returned dict is alive, from ``/proc/self/statm``);
+* ``state_dict``: ``optimizer.state_dict()``, and the memory it adds while the returned dict is
+  alive (npoptim: what NumPy and Python report to ``tracemalloc``; torch, whose buffers
+  tracemalloc does not see: the growth of the resident set, from ``/proc/self/statm``);
 * ``save``: writing the file; npoptim's includes its ``fsync`` (of the file and its folder);
+  ``save peak MB``: the most memory npoptim's save had allocated at once (tracemalloc);
   ``torch.save`` and safetensors' ``save_file`` do not fsync, so their ``fsync`` column is the
   time of an ``os.fsync`` run on their file right after, and ``save+fsync`` adds the two;
 * ``load``: reading the file back, from the page cache (the file was just written or read);
@@ -44,6 +46,7 @@ import shutil
 import statistics
 import tempfile
 import time
+import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
@@ -165,13 +168,28 @@ def measure_raw(folder: str, nbytes: int, cold: bool) -> dict[str, float]:
     return out
 
 
+def _traced(fn: Callable[..., Any], *args: Any) -> tuple[float, float]:
+    """MB that ``fn(*args)`` leaves allocated and its peak, as NumPy and Python report them
+    to tracemalloc (a run of its own: tracing slows allocations down)."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        result = fn(*args)
+        current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    del result
+    return (current - before) / 1e6, (peak - before) / 1e6
+
+
 def measure_npoptim(folder: str, values: list[np.ndarray], cold: bool) -> dict[str, float]:
     opt = npoptim_optimizer(values)
-    gc.collect()
-    rss = _rss()
-    t, sd = _timed(opt.state_dict)
-    out = {"state_dict": t, "state_dict MB": (_rss() - rss) / 1e6}
     path = os.path.join(folder, "npoptim.npz")
+    out = {"state_dict MB": _traced(opt.state_dict)[0]}
+    out["save peak MB"] = _traced(lambda: npoptim.save({"optimizer": opt.state_dict()}, path))[1]
+    gc.collect()
+    out["state_dict"], sd = _timed(opt.state_dict)
     out["save"] = _timed(npoptim.save, {"optimizer": sd}, path)[0]
     del sd
     gc.collect()
@@ -236,8 +254,8 @@ MEASURE = {"npoptim": measure_npoptim, "torch": measure_torch, "safetensors": me
 
 
 # ---------------------------------------------------------------------------- report
-COLUMNS = ["state_dict", "state_dict MB", "save", "fsync", "save+fsync", "load", "load cold",
-           "load mmap", "load_state_dict", "load_state_dict mmap"]  # fmt: skip
+COLUMNS = ["state_dict", "state_dict MB", "save", "save peak MB", "fsync", "save+fsync", "load",
+           "load cold", "load mmap", "load_state_dict", "load_state_dict mmap"]  # fmt: skip
 
 
 def _median(samples: list[dict[str, float]], key: str) -> float | None:
@@ -272,7 +290,7 @@ def markdown(workload: str, nbytes: int, table: dict[str, dict[str, float]]) -> 
     for library in LIBRARIES:
         row = table[library]
         cells = [
-            "—" if k not in row else f"{row[k]:+.0f}" if k.endswith("MB") else f"{row[k]:.4f}"
+            "—" if k not in row else f"{row[k]:+.1f}" if k.endswith("MB") else f"{row[k]:.4f}"
             for k in COLUMNS
         ]
         lines.append(f"| {library} | " + " | ".join(cells) + " |")
