@@ -250,6 +250,16 @@ def measure_safetensors(folder: str, values: list[np.ndarray], cold: bool) -> di
     return out
 
 
+def with_ratios(out: dict[str, float], raw: dict[str, float]) -> dict[str, float]:
+    """Adds the round's ratios to the bounds measured just before: the share of the
+    write+fsync bound that save (with fsync) reaches, and load's time over the read's."""
+    out["share of write+fsync"] = raw["write+fsync"] / (out["save"] + out.get("fsync", 0.0))
+    out["load / read"] = out["load"] / raw["read"]
+    if "load cold" in out and "read cold" in raw:
+        out["load cold / read cold"] = out["load cold"] / raw["read cold"]
+    return out
+
+
 MEASURE = {"npoptim": measure_npoptim, "torch": measure_torch, "safetensors": measure_safetensors}
 
 
@@ -294,20 +304,20 @@ def markdown(workload: str, nbytes: int, table: dict[str, dict[str, float]]) -> 
             for k in COLUMNS
         ]
         lines.append(f"| {library} | " + " | ".join(cells) + " |")
-    npo, tor = table["npoptim"], table["torch"]
+    ratios = ["share of write+fsync", "load / read", "load cold / read cold"]
     lines += [
         "",
-        f"npoptim save (with fsync) reaches {raw['write+fsync'] / npo['save']:.0%} of the "
-        f"write+fsync bound; load is {npo['load'] / raw['read']:.2f}x the read bound and "
-        f"{npo['load'] / tor['load']:.2f}x torch.load"
-        + (
-            f"; cold, {npo['load cold'] / raw['read cold']:.2f}x the read and "
-            f"{npo['load cold'] / tor['load cold']:.2f}x torch.load"
-            if "load cold" in npo and "read cold" in raw and "load cold" in tor
-            else ""
-        )
-        + ".",
+        "Against the bounds measured just before each library in the same round (median of "
+        "the rounds' ratios); save includes fsync (torch's and safetensors' added):",
+        "",
+        "| library | " + " | ".join(ratios) + " | load / torch.load |",
+        "|---" * (len(ratios) + 2) + "|",
     ]
+    for library in LIBRARIES:
+        row = table[library]
+        cells = [f"{row[k]:.2f}" if k in row else "—" for k in ratios]
+        cells.append(f"{row['load'] / table['torch']['load']:.2f}")
+        lines.append(f"| {library} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -340,9 +350,11 @@ def main(argv: list[str] | None = None) -> None:
             samples: dict[str, list[dict[str, float]]] = {k: [] for k in ("raw", *LIBRARIES)}
             for r in range(args.rounds):
                 order = list(LIBRARIES)[r % 3 :] + list(LIBRARIES)[: r % 3]
-                samples["raw"].append(measure_raw(folder, nbytes, cold))
-                for library in order:
-                    samples[library].append(MEASURE[library](folder, values, cold))
+                for library in order:  # the bounds right before each library: same conditions
+                    raw = measure_raw(folder, nbytes, cold)
+                    samples["raw"].append(raw)
+                    out = MEASURE[library](folder, values, cold)
+                    samples[library].append(with_ratios(out, raw))
                     gc.collect()
                 print(f"{workload}: round {r + 1}/{args.rounds} done", flush=True)
             table = summarize(samples)
@@ -352,7 +364,7 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     info["load_after"] = os.getloadavg()
-    print("\nSeconds (median); MB: resident memory added by state_dict()\n")
+    print("\nSeconds (median of the rounds); MB: memory added, as the docstring says\n")
     print("\n\n".join(reports))
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w") as f:
