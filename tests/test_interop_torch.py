@@ -21,6 +21,7 @@ with or without a switch (the state round trip itself is exact, as for every opt
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 from collections import Counter
@@ -228,7 +229,7 @@ def test_run_switching_libraries_matches_torch_throughout(case: Case, route: str
 def test_npoptim_state_dict_survives_a_visit_to_torch(case: Case) -> None:
     session = optimizer_session("npoptim", case)
     session.train(N)
-    original = session.opt.state_dict()
+    original = copy.deepcopy(session.opt.state_dict())  # a snapshot, not live views
     session.switch("torch")
     session.switch("npoptim")
     assert_identical(session.opt.state_dict(), original)
@@ -320,13 +321,41 @@ def test_converted_state_dicts_share_no_memory_with_their_source() -> None:
     w.grad = np.array([0.5, -0.5])
     opt.step()
     sd = opt.state_dict()
+    before = copy.deepcopy(sd)  # sd's arrays are live views of the optimizer's state
     converted = to_torch_state_dict(sd)
     converted["state"][0]["exp_avg"].add_(1.0)
     converted["param_groups"][0]["params"].append(7)
-    assert_identical(sd, opt.state_dict())
+    assert_identical(before, opt.state_dict())
     back = from_torch_state_dict(converted)
     back["state"][0]["exp_avg"] += 1.0
     assert converted["state"][0]["exp_avg"][0].item() == sd["state"][0]["exp_avg"][0] + 1.0
+
+
+@pytest.mark.filterwarnings("error")  # torch warns when handed a read-only array
+@pytest.mark.parametrize("source", ["state_dict", "mmap"])
+def test_read_only_and_memory_mapped_state_converts_to_writeable_tensors(
+    tmp_path: Any, source: str
+) -> None:
+    w = Parameter(np.array([1.0, -2.0, 0.5]))
+    opt = npoptim.Adam([w], lr=0.1)
+    w.grad = np.array([0.5, -0.5, 1.0])
+    opt.step()
+    sd = opt.state_dict()
+    if source == "mmap":
+        npoptim.save(sd, tmp_path / "ckpt.npz")
+        sd = npoptim.load(tmp_path / "ckpt.npz", mmap=True)
+    assert not sd["state"][0]["exp_avg"].flags.writeable
+    converted = to_torch_state_dict(sd)
+    tw = torch.nn.Parameter(torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64))
+    topt = torch.optim.Adam([tw], lr=0.1)
+    topt.load_state_dict(converted)
+    tw.grad = torch.tensor([0.5, -0.5, 1.0], dtype=torch.float64)
+    topt.step()  # torch updates its state in place: the tensors must be writeable copies
+    g = np.array([0.5, -0.5, 1.0])
+    m1 = (1 - 0.9) * g  # Adam's first moment after npoptim's step, then torch's
+    np.testing.assert_allclose(topt.state[tw]["exp_avg"].numpy(), 0.9 * m1 + (1 - 0.9) * g)
+    assert not sd["state"][0]["exp_avg"].flags.writeable  # the source is untouched
+    np.testing.assert_array_equal(sd["state"][0]["exp_avg"], m1)
 
 
 @pytest.mark.parametrize("coalesced", [False, True])

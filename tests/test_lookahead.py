@@ -157,7 +157,7 @@ def test_refused_load_changes_nothing() -> None:
         opt.load_state_dict(bad)
     bad = copy.deepcopy(before)
     bad["base_optimizer"]["param_groups"].append(bad["base_optimizer"]["param_groups"][0])
-    with pytest.raises(ValueError, match="different number of parameter groups"):
+    with pytest.raises(ValueError, match="different number of parameter groups|already listed"):
         opt.load_state_dict(bad)
     assert_identical(opt.state_dict(), before)
 

@@ -1335,6 +1335,17 @@ def test_state_dict_is_a_copy() -> None:
     assert sched.base_lrs == [0.05, 0.5] and sched.milestones == Counter([2, 4])
 
 
+def test_state_dict_gives_arrays_as_read_only_views() -> None:
+    sched = lrs.StepLR(_two_groups(), step_size=3)
+    sched.weights = np.arange(3.0)  # an array attribute, as a subclass might keep
+    state = sched.state_dict()
+    assert not state["weights"].flags.writeable
+    assert np.shares_memory(state["weights"], sched.weights)
+    with pytest.raises(ValueError, match="read-only"):
+        state["weights"][0] = 9.0
+    assert sched.weights.tolist() == [0.0, 1.0, 2.0]
+
+
 def test_load_state_dict_resumes_the_schedule() -> None:
     opt = _two_groups()
     sched = lrs.CosineAnnealingLR(opt, T_max=10)

@@ -246,17 +246,72 @@ def test_state_dict_packs_params_by_order_of_first_appearance() -> None:
     assert sd["param_groups"][1]["lr"] == 0.5
 
 
-def test_state_dict_shares_no_arrays_with_the_optimizer() -> None:
+def test_state_dict_arrays_are_read_only_views_of_the_live_state() -> None:
     (a,) = with_grads(params(1))
     opt = Adam([a], lr=0.1)
     opt.step()
     sd = opt.state_dict()
-    sd["state"][0]["exp_avg"][:] = 99.0
-    sd["param_groups"][0]["betas"] = (0.0, 0.0)
+    exp_avg = sd["state"][0]["exp_avg"]
+    assert type(exp_avg) is np.ndarray and not exp_avg.flags.writeable
+    assert np.shares_memory(exp_avg, opt.state[a]["exp_avg"])
+    before = opt.state[a]["exp_avg"].copy()
+    with pytest.raises(ValueError, match="read-only"):
+        exp_avg[:] = 99.0
+    np.testing.assert_array_equal(opt.state[a]["exp_avg"], before)
+    assert opt.state[a]["exp_avg"].flags.writeable  # the optimizer's own array is untouched
+
+
+def test_state_dict_arrays_follow_training_like_torch_tensors() -> None:
+    (a,) = with_grads(params(1))
+    opt = Adam([a], lr=0.1)
+    opt.step()
+    sd = opt.state_dict()
+    first = sd["state"][0]["exp_avg_sq"].copy()
+    opt.step()
+    assert not np.array_equal(sd["state"][0]["exp_avg_sq"], first)
+    np.testing.assert_array_equal(sd["state"][0]["exp_avg_sq"], opt.state[a]["exp_avg_sq"])
+
+
+def test_deepcopy_of_a_state_dict_is_a_writeable_snapshot() -> None:
+    (a,) = with_grads(params(1))
+    opt = Adam([a], lr=0.1)
+    opt.step()
+    snapshot = copy.deepcopy(opt.state_dict())
+    saved = opt.state[a]["exp_avg"].copy()
+    opt.step()
+    np.testing.assert_array_equal(snapshot["state"][0]["exp_avg"], saved)
+    snapshot["state"][0]["exp_avg"][:] = 99.0
     assert not np.any(opt.state[a]["exp_avg"] == 99.0)
+
+
+def test_state_dict_groups_and_scalars_are_copies() -> None:
+    (a,) = with_grads(params(1))
+    opt = Adam([a], lr=0.1)
+    opt.step()
+    sd = opt.state_dict()
+    sd["param_groups"][0]["betas"] = (0.0, 0.0)
+    sd["param_groups"][0]["params"].append(7)
+    sd["state"][0]["step"] = 100.0
+    del sd["state"][0]["exp_avg"]
     assert opt.param_groups[0]["betas"] == (0.9, 0.999)
-    opt.state[a]["exp_avg_sq"][:] = -1.0
-    assert not np.any(sd["state"][0]["exp_avg_sq"] == -1.0)
+    assert opt.param_groups[0]["params"] == [a]
+    assert opt.state[a]["step"] == 1.0 and "exp_avg" in opt.state[a]
+
+
+def test_state_dict_allocates_no_array_memory() -> None:
+    tracemalloc = pytest.importorskip("tracemalloc")
+    a = Parameter(np.zeros(1_000_000))  # 8 MB per state array; NumPy reports to tracemalloc
+    a.grad = np.ones(1_000_000)
+    opt = Adam([a], lr=0.1)
+    opt.step()
+    tracemalloc.start()
+    try:
+        sd = opt.state_dict()
+        allocated = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert sd["state"][0]["exp_avg"].shape == (1_000_000,)
+    assert allocated < 100_000  # a few dicts and views, no copy of the 16 MB of state
 
 
 def test_step_is_a_python_number_in_the_state_dict() -> None:
@@ -293,7 +348,7 @@ def test_loaded_state_is_not_aliased_to_the_given_dict() -> None:
     (a,) = with_grads(params(1))
     opt = Adam([a], lr=0.1)
     opt.step()
-    sd = opt.state_dict()
+    sd = copy.deepcopy(opt.state_dict())
     opt.load_state_dict(sd)
     sd["state"][0]["exp_avg"][:] = 42.0
     sd["param_groups"][0]["lr"] = 42.0

@@ -18,6 +18,7 @@ import numpy as np
 import numpy.lib.format as npy
 import pytest
 
+from npoptim import serialization
 from npoptim.parameter import SparseGrad
 from npoptim.serialization import CheckpointError, load, save
 
@@ -289,7 +290,7 @@ def test_checkpoint_opens_with_numpy_alone(tmp_path: pathlib.Path) -> None:
         assert sorted(archive.files) == ["__manifest__", "arr_0"]
         manifest = json.loads(archive["__manifest__"].tobytes())
         assert archive["arr_0"].tolist() == [0.0, 1.0, 2.0]
-    assert manifest["format"] == "npoptim-checkpoint" and manifest["version"] == 1
+    assert manifest["format"] == "npoptim-checkpoint" and manifest["version"] == 2
 
 
 def test_save_replaces_an_existing_file(tmp_path: pathlib.Path) -> None:
@@ -448,16 +449,16 @@ def test_exception_midway_through_writing_leaves_previous_file_and_no_temp_file(
     existing: tuple[pathlib.Path, bytes], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = []
-    real_write_array = npy.write_array
+    real_write_array = serialization._write_array
 
-    def fail_on_second_member(fp: Any, array: Any, **kwargs: Any) -> None:
+    def fail_on_second_member(fp: Any, array: Any) -> None:
         calls.append(array)
         if len(calls) == 2:
             fp.write(b"partial")
             raise RuntimeError("writer crashed")
-        real_write_array(fp, array, **kwargs)
+        real_write_array(fp, array)
 
-    monkeypatch.setattr(npy, "write_array", fail_on_second_member)
+    monkeypatch.setattr(serialization, "_write_array", fail_on_second_member)
     with pytest.raises(RuntimeError, match="writer crashed"):
         save({"version": "new", "w": np.ones(10), "v": np.ones(3)}, existing[0])
     assert len(calls) == 2
@@ -470,7 +471,7 @@ def test_keyboard_interrupt_during_write_leaves_no_temp_file(
     def interrupt(*args: Any, **kwargs: Any) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(npy, "write_array", interrupt)
+    monkeypatch.setattr(serialization, "_write_array", interrupt)
     with pytest.raises(KeyboardInterrupt):
         save({"w": np.ones(10)}, existing[0])
     assert_untouched(existing)
@@ -504,9 +505,16 @@ def test_save_fsyncs_a_temp_file_in_the_target_folder_then_renames_it_and_fsyncs
         assert events[2:] == [("fsync", "")]  # the folder, so that the rename is durable
 
 
-def test_save_to_a_missing_folder_raises_file_not_found(tmp_path: pathlib.Path) -> None:
-    with pytest.raises(FileNotFoundError):
-        save(1, tmp_path / "missing" / "ckpt.npz")
+def test_save_to_a_missing_folder_raises_file_not_found_naming_the_target(
+    tmp_path: pathlib.Path,
+) -> None:
+    target = tmp_path / "missing" / "ckpt.npz"
+    with pytest.raises(FileNotFoundError) as caught:
+        save(1, target)
+    assert caught.value.filename == str(target)
+    assert str(tmp_path / "missing") in str(caught.value) and "does not exist" in str(caught.value)
+    assert ".tmp" not in str(caught.value)
+    assert not (tmp_path / "missing").exists()
 
 
 # --- no pickle -----------------------------------------------------------------------------
@@ -617,8 +625,8 @@ def test_foreign_format_name_raises_checkpoint_error() -> None:
 
 def test_newer_format_version_raises_checkpoint_error_saying_so() -> None:
     data = to_bytes(1)
-    manifest = read_manifest(data) | {"version": 2}
-    with pytest.raises(CheckpointError, match="version 2 is newer than this npoptim reads"):
+    manifest = read_manifest(data) | {"version": 3}
+    with pytest.raises(CheckpointError, match="version 3 is newer than this npoptim reads"):
         load_bytes(with_manifest(data, manifest))
 
 

@@ -4,6 +4,10 @@
 2. Whatever bytes ``load`` is given (random bytes, truncated or edited checkpoints, checkpoints
    with a mutated manifest), it either returns a saveable object or raises CheckpointError.
 
+Every property runs in both load modes: ``plain`` (``load`` of a file object: every byte read
+and its CRC-32 checked) and ``mmap`` (``load(path, mmap=True)`` of a file: only the structure
+checked, arrays mapped; a damaged file must still never crash the process).
+
 Run with ``pytest tests/test_serialization_properties.py --hypothesis-show-statistics`` to see
 how many cases each property generated and, for the corruption properties, how often ``load``
 succeeded or which check refused the input. Set ``NPOPTIM_HYPOTHESIS_SCALE=50`` (say) to run
@@ -19,6 +23,7 @@ import json
 import os
 import re
 import struct
+import tempfile
 import zipfile
 from typing import Any
 
@@ -91,16 +96,33 @@ def assert_identical(actual: Any, expected: Any) -> None:
         assert actual == expected
 
 
+LOAD_MODES = ["plain", "mmap"]
+_FILES = tempfile.TemporaryDirectory(prefix="npoptim-properties-")  # removed at exit
+
+
+def load_in(mode: str, data: bytes) -> Any:
+    """``load`` of ``data`` from a file object (plain) or memory-mapped from a file (mmap)."""
+    if mode == "plain":
+        return load(io.BytesIO(data))
+    fd, path = tempfile.mkstemp(dir=_FILES.name, suffix=".npz")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        return load(path, mmap=True)
+    finally:
+        os.unlink(path)  # the mapping, if any, keeps the file's pages alive
+
+
 def to_bytes(obj: Any) -> bytes:
     buffer = io.BytesIO()
     save(obj, buffer)
     return buffer.getvalue()
 
 
-def load_or_checkpoint_error(data: bytes) -> None:
+def load_or_checkpoint_error(data: bytes, mode: str) -> None:
     """Loads ``data``; only CheckpointError may escape, and a loaded object must save again."""
     try:
-        result = load(io.BytesIO(data))
+        result = load_in(mode, data)
     except CheckpointError as error:  # record which check refused it, without the details
         words = [
             w
@@ -315,59 +337,69 @@ def locations(node: Any, found: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
 # --- properties ----------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("mode", LOAD_MODES)
 @examples(400)
 @given(structures)
-def test_supported_structures_round_trip_exactly(obj: Any) -> None:
-    assert_identical(load(io.BytesIO(to_bytes(obj))), obj)
+def test_supported_structures_round_trip_exactly(mode: str, obj: Any) -> None:
+    assert_identical(load_in(mode, to_bytes(obj)), obj)
 
 
+@pytest.mark.parametrize("mode", LOAD_MODES)
 @examples(300)
 @given(st.binary(max_size=2048) | st.binary(max_size=512).map(lambda b: b"PK\x03\x04" + b))
-def test_random_bytes_raise_checkpoint_error(data: bytes) -> None:
+def test_random_bytes_raise_checkpoint_error(mode: str, data: bytes) -> None:
     with pytest.raises(CheckpointError):
-        load(io.BytesIO(data))
+        load_in(mode, data)
 
 
+@pytest.mark.parametrize("mode", LOAD_MODES)
 @examples(200)
 @given(
     st.dictionaries(
         st.sampled_from(["__manifest__.npy", "arr_0.npy", "x"]), st.binary(), max_size=3
     )
 )
-def test_zip_archives_of_random_members_raise_checkpoint_error(members: dict[str, bytes]) -> None:
+def test_zip_archives_of_random_members_raise_checkpoint_error(
+    mode: str, members: dict[str, bytes]
+) -> None:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as zf:
         for name, payload in members.items():
             zf.writestr(name, payload)
     with pytest.raises(CheckpointError):
-        load(io.BytesIO(buffer.getvalue()))
+        load_in(mode, buffer.getvalue())
 
 
+@pytest.mark.parametrize("mode", LOAD_MODES)
 @examples(300)
 @given(small_structures, st.data())
-def test_truncated_checkpoints_raise_checkpoint_error(obj: Any, data: st.DataObject) -> None:
+def test_truncated_checkpoints_raise_checkpoint_error(
+    mode: str, obj: Any, data: st.DataObject
+) -> None:
     full = to_bytes(obj)
     cut = data.draw(st.integers(0, len(full) - 1), label="cut")
     with pytest.raises(CheckpointError):
-        load(io.BytesIO(full[:cut]))
+        load_in(mode, full[:cut])
 
 
+@pytest.mark.parametrize("mode", LOAD_MODES)
 @examples(300)
 @given(small_structures, st.data())
 def test_checkpoints_with_changed_bytes_load_or_raise_checkpoint_error(
-    obj: Any, data: st.DataObject
+    mode: str, obj: Any, data: st.DataObject
 ) -> None:
     damaged = bytearray(to_bytes(obj))
     for _ in range(data.draw(st.integers(1, 4), label="edits")):
         position = data.draw(st.integers(0, len(damaged) - 1), label="position")
         damaged[position] = data.draw(st.integers(0, 255), label="byte")
-    load_or_checkpoint_error(bytes(damaged))
+    load_or_checkpoint_error(bytes(damaged), mode)
 
 
+@pytest.mark.parametrize("mode", LOAD_MODES)
 @examples(1000)
 @given(structures, st.data())
 def test_checkpoints_with_an_edited_manifest_load_or_raise_checkpoint_error(
-    obj: Any, data: st.DataObject
+    mode: str, obj: Any, data: st.DataObject
 ) -> None:
     original = to_bytes(obj)
     manifest = read_manifest(original)
@@ -386,13 +418,14 @@ def test_checkpoints_with_an_edited_manifest_load_or_raise_checkpoint_error(
             parent[data.draw(st.sampled_from(FIELD_NAMES), label="new key")] = parent.pop(key)
         elif isinstance(parent, list):
             parent.insert(key, parent[key])
-    load_or_checkpoint_error(rebuild(original, json.dumps(manifest).encode()))
+    load_or_checkpoint_error(rebuild(original, json.dumps(manifest).encode()), mode)
 
 
+@pytest.mark.parametrize("mode", LOAD_MODES)
 @examples(300)
 @given(small_structures, st.data())
 def test_checkpoints_with_edited_manifest_text_load_or_raise_checkpoint_error(
-    obj: Any, data: st.DataObject
+    mode: str, obj: Any, data: st.DataObject
 ) -> None:
     original = to_bytes(obj)
     text = bytearray(json.dumps(read_manifest(original)).encode())
@@ -405,17 +438,18 @@ def test_checkpoints_with_edited_manifest_text_load_or_raise_checkpoint_error(
             )
         )
         text[position : position + data.draw(st.integers(0, 2))] = replacement
-    load_or_checkpoint_error(rebuild(original, bytes(text)))
+    load_or_checkpoint_error(rebuild(original, bytes(text)), mode)
 
 
 # numpy's header parser may warn about what it is given (escape sequences, Python 2 headers).
 @pytest.mark.filterwarnings(
     "ignore::DeprecationWarning", "ignore::SyntaxWarning", "ignore::UserWarning"
 )
+@pytest.mark.parametrize("mode", LOAD_MODES)
 @examples(500)
 @given(st.lists(arrays, min_size=1, max_size=3), st.data())
 def test_checkpoints_with_an_edited_npy_header_load_or_raise_checkpoint_error(
-    obj: list[Any], data: st.DataObject
+    mode: str, obj: list[Any], data: st.DataObject
 ) -> None:
     members = members_of(to_bytes(obj))
     name = data.draw(st.sampled_from(sorted(members, reverse=True)), label="member")  # arrays first
@@ -443,7 +477,7 @@ def test_checkpoints_with_an_edited_npy_header_load_or_raise_checkpoint_error(
         piece = data.draw(st.sampled_from(HEADER_PIECES) | st.binary(max_size=3), label="piece")
         header[position : position + data.draw(st.integers(0, 6), label="cut")] = piece
     members[name] = payload[:8] + struct.pack("<H", len(header)) + header + payload[10 + length :]
-    load_or_checkpoint_error(build_archive(members))
+    load_or_checkpoint_error(build_archive(members), mode)
 
 
 # --- random optimizer configurations -------------------------------------------------------
@@ -484,6 +518,7 @@ def _take_step(name: str, opt: Any, params: list[Parameter], rng: np.random.Gene
         opt.step()
 
 
+@pytest.mark.parametrize("mode", LOAD_MODES)
 @examples(150)
 @given(
     case=st.sampled_from(OPTIMIZER_CASES),
@@ -494,6 +529,7 @@ def _take_step(name: str, opt: Any, params: list[Parameter], rng: np.random.Gene
     seed=st.integers(0, 2**32 - 1),
 )
 def test_optimizer_state_of_random_configurations_round_trips_and_resumes_exactly(
+    mode: str,
     case: tuple[str, dict[str, Any]],
     shapes: list[tuple[int, int]],
     vectors: bool,
@@ -517,12 +553,19 @@ def test_optimizer_state_of_random_configurations_round_trips_and_resumes_exactl
         _take_step(name, opt, params, rng)
 
     state = opt.state_dict()
-    loaded = load(io.BytesIO(to_bytes(state)))
+    loaded = load_in(mode, to_bytes(state))
     assert_identical(loaded, state)
 
     twins = [Parameter(np.array(p)) for p in params]
     twin_opt = getattr(npoptim, name)(twins, **kwargs)
     twin_opt.load_state_dict(loaded)
+    loaded_arrays = [v for entries in loaded["state"].values() for v in entries.values()
+                     if isinstance(v, np.ndarray)]  # fmt: skip
+    for entries in twin_opt.state.values():  # copies of the loaded (maybe mapped) arrays
+        for value in entries.values():
+            if isinstance(value, np.ndarray):
+                assert value.flags.writeable
+                assert not any(np.shares_memory(value, a) for a in loaded_arrays)
     after = rng.bit_generator.state
     _take_step(name, opt, params, rng)
     rng.bit_generator.state = after  # the same grads for the twin

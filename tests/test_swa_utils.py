@@ -151,14 +151,26 @@ def test_update_needs_the_same_parameters() -> None:
     assert averaged.n_averaged == 0
 
 
+def test_state_dict_averages_are_read_only_views_that_follow_the_averaging() -> None:
+    steps = stream(4)
+    source = average(AveragedParameters, steps[:3])
+    state = source.state_dict()
+    average_before = np.array(source.parameters()[0])
+    assert not state["params"][0].flags.writeable
+    assert np.shares_memory(state["params"][0], source.parameters()[0])
+    with pytest.raises(ValueError, match="read-only"):
+        state["params"][0][...] = 0.0
+    np.testing.assert_array_equal(source.parameters()[0], average_before)
+    source.update_parameters(steps[3])
+    np.testing.assert_array_equal(state["params"][0], source.parameters()[0])
+    assert not np.array_equal(state["params"][0], average_before)
+
+
 def test_state_dict_round_trip() -> None:
     steps = stream(6)
     source = average(AveragedParameters, steps[:3])
     state = source.state_dict()
     assert state["n_averaged"] == 3
-    state["params"][0][...] = 0.0  # a copy: the averages are not changed
-    assert not np.all(source.parameters()[0] == 0.0)
-    state = source.state_dict()
     target = AveragedParameters([np.zeros(s) for s in SHAPES])
     target.load_state_dict(state)
     for values in steps[3:]:

@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 
 from ._kernel import Array
-from .optimizer import Optimizer, StateDict, _copy_value
+from ._views import readonly
+from .optimizer import Optimizer, StateDict
 from .parameter import Parameter
 
 __all__ = ["Lookahead", "lookahead"]
@@ -146,7 +147,7 @@ class Lookahead(Optimizer):
         for pre_hook in self._optimizer_state_dict_pre_hooks.values():
             pre_hook(self)
         mapping = self._indices()
-        packed = {mapping[id(p)]: _copy_value(s) for p, s in self.state.items() if id(p) in mapping}
+        packed = {mapping[id(p)]: readonly(s) for p, s in self.state.items() if id(p) in mapping}
         state_dict: StateDict = {
             "lookahead_state": packed,
             "base_optimizer": self.optimizer.state_dict(),
@@ -185,10 +186,44 @@ class Lookahead(Optimizer):
                 f"lookahead state holds {len(restored)} parameters but the optimizer has "
                 f"{len({id(p) for p in ordered})}"
             )
-        self.optimizer.load_state_dict(state_dict["base_optimizer"])  # checks before it changes
+        base, buffers = self._split_pullback_buffers(state_dict["base_optimizer"], ordered)
+        self.optimizer.load_state_dict(base)  # checks before it changes
+        for p, buffer in buffers.items():
+            self.optimizer.state[p]["momentum_buffer"] = buffer
         self.state = defaultdict(dict, restored)
         for post_hook in self._optimizer_load_state_dict_post_hooks.values():
             post_hook(self)
+
+    def _split_pullback_buffers(
+        self, base: StateDict, ordered: list[Parameter]
+    ) -> tuple[StateDict, dict[Parameter, Any]]:
+        """Set aside the ``momentum_buffer`` that pullback leaves in the state of a wrapped
+        optimizer that has no such state of its own (Adam's, as the oracle does), so that the
+        wrapped optimizer's checks of its loaded state accept the rest; each is checked here
+        and copied (cast to its parameter's dtype) before anything changes."""
+        keys = self.optimizer._state_keys
+        if keys is None or "momentum_buffer" in keys or not isinstance(base, dict):
+            return base, {}
+        saved_state = base.get("state")
+        if not isinstance(saved_state, dict):
+            return base, {}
+        buffers: dict[Parameter, Any] = {}
+        state = {}
+        for index, value in saved_state.items():
+            if isinstance(value, dict) and "momentum_buffer" in value:
+                value = dict(value)
+                buffer = value.pop("momentum_buffer")
+                p = ordered[index] if isinstance(index, int) and 0 <= index < len(ordered) else None
+                if p is None or not isinstance(buffer, np.ndarray) or buffer.shape != p.shape:
+                    shape = getattr(buffer, "shape", type(buffer).__name__)
+                    raise ValueError(
+                        f"loaded state for parameter {index} of the wrapped optimizer: "
+                        f"'momentum_buffer' of shape {shape} does not fit "
+                        f"{'no parameter' if p is None else f'a parameter of shape {p.shape}'}"
+                    )
+                buffers[p] = self._cast_state(p, buffer, "momentum_buffer")
+            state[index] = value
+        return {**base, "state": state}, buffers
 
     # ---------------------------------------------------------------------- pickling
     def __getstate__(self) -> dict[str, Any]:

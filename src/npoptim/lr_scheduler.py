@@ -41,6 +41,7 @@ from functools import partial, wraps
 from typing import Any, Literal, SupportsFloat, TypedDict
 
 from ._validation import wrapper_hint
+from ._views import readonly
 from .optimizer import Optimizer
 
 __all__ = [
@@ -262,12 +263,13 @@ class LRScheduler:
     _not_in_state_dict: tuple[str, ...] = ("optimizer",)
 
     def state_dict(self) -> dict[str, Any]:
-        """The scheduler's state: a copy of every attribute except the optimizer.
+        """The scheduler's state: every attribute except the optimizer, copied (any array in
+        it is a read-only view instead, as in an optimizer's ``state_dict``).
 
         Load it with :meth:`load_state_dict`; save and load the optimizer's state as well.
         """
         return {
-            key: copy.deepcopy(value)
+            key: readonly(value)
             for key, value in self.__dict__.items()
             if key not in self._not_in_state_dict
         }

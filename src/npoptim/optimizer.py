@@ -28,6 +28,7 @@ from ._validation import (
     optional_flag,
     wrapper_hint,
 )
+from ._views import readonly
 from .parameter import Parameter, SparseGrad
 
 __all__ = [
@@ -425,8 +426,11 @@ class Optimizer:
         """The optimizer's state in torch's packed layout.
 
         ``{"state": {index: {...}}, "param_groups": [{..., "params": [index, ...]}]}``, with
-        parameters numbered in order of first appearance across groups. Arrays are copies:
-        changing the returned dict never changes the optimizer.
+        parameters numbered in order of first appearance across groups. State arrays are
+        read-only views of the live state, not copies (as torch returns its live tensors): the
+        call costs no memory whatever the model's size, writing through them raises
+        ``ValueError``, and their values follow training; ``copy.deepcopy`` the result for a
+        snapshot. The dicts, lists and Python scalars are the caller's own.
         """
         for pre_hook in self._optimizer_state_dict_pre_hooks.values():
             pre_hook(self)
@@ -444,7 +448,7 @@ class Optimizer:
 
         param_groups = [pack_group(g) for g in self.param_groups]
         packed_state = {
-            (mapping[id(k)] if isinstance(k, Parameter) else k): _copy_value(v)
+            (mapping[id(k)] if isinstance(k, Parameter) else k): readonly(v)
             for k, v in self.state.items()
         }
         state_dict: StateDict = {"state": packed_state, "param_groups": param_groups}

@@ -1,10 +1,10 @@
-"""Save and load optimizer checkpoints without pickle.
+"""Save and load optimizer checkpoints without pickle, at the speed of the disk.
 
 A checkpoint is an ordinary ``.npz`` archive: a zip file of uncompressed ``.npy`` members that
 ``np.load(path, allow_pickle=False)`` opens. The member ``__manifest__.npy`` is a 1-d ``uint8``
 array holding UTF-8 JSON::
 
-    {"format": "npoptim-checkpoint", "version": 1, "root": <node>}
+    {"format": "npoptim-checkpoint", "version": 2, "root": <node>}
 
 and every array of the saved object is a member ``arr_<i>.npy``. A node is a JSON object whose
 ``"t"`` names its type:
@@ -21,6 +21,11 @@ and every array of the saved object is a member ``arr_<i>.npy``. A node is a JSO
 ``array``  ``{"t": "array", "dtype": "float32", "shape": [3, 4], "name": "arr_0"}``
 ``sparse`` ``{"t": "sparse", "v": [<indices>, <values>, <shape tuple>]}``: a ``SparseGrad``
 =========  ===========================================================================
+
+Format version 2 (this one) differs from version 1 only in where the bytes lie: the values of
+every ``.npy`` member start at a multiple of 64 bytes from the start of the file (the local
+zip header of each member is padded with an extra field, id ``0xD935``, as Android's
+``zipalign`` does), so that they can be memory-mapped in place. Both versions load.
 
 Supported dtypes are bool, int8-64, uint8-64, float16/32/64 and complex64/128. Arrays are
 stored little-endian and loaded in native byte order; ``np.ndarray`` subclasses (such as
@@ -40,9 +45,25 @@ Errors:
   and is strict: every member must be referenced exactly once and match its manifest entry.
   Errors from opening the file, such as ``FileNotFoundError``, propagate unchanged.
 
-Saving to a path is atomic: the archive is written to a temporary file in the same folder,
-flushed, ``fsync``-ed and renamed over the target, so a failure leaves the old file intact and
-no temporary file behind. A symlink target is followed; a replaced file keeps its permission
+Speed and memory:
+
+* ``save`` streams each array's buffer into the file (a C- or Fortran-ordered array is
+  written from its own memory; any other one, or a big-endian one, through a 4 MiB buffer),
+  so its extra memory is bounded whatever the size of the state. The zip CRC-32 of a member
+  is computed on each 4 MiB piece as it is written.
+* ``load`` reads each array straight into its final buffer, checking the CRC-32 of each piece
+  as it arrives: one pass over the bytes.
+* ``load(path, mmap=True)`` reads only the zip directory, the manifest and the ``.npy``
+  headers, and returns arrays that are read-only views of a memory map of the file. It checks
+  the structure (every member, header and array lies within the file and agrees with the
+  manifest, so that no array reaches past the end of the file) but not the CRC-32s, which
+  would mean reading every byte. Truncating the file while its arrays are alive is not
+  allowed (the operating system kills a process that reads a mapped page past the end).
+
+Saving to a path is atomic and durable: the archive is written to a temporary file in the same
+folder, flushed, ``fsync``-ed and renamed over the target, and the folder is ``fsync``-ed, so a
+failure, a crash or a power loss leaves either the old file or the new one, and no temporary
+file behind. A symlink target is followed; a replaced file keeps its permission
 bits and a new one gets ``0o666`` less the umask. Saving to a file object writes at its current
 position and is not atomic.
 
@@ -63,6 +84,7 @@ import contextlib
 import io
 import json
 import math
+import mmap as memory_map
 import os
 import re
 import reprlib
@@ -79,7 +101,11 @@ import numpy.lib.format as npy
 from .parameter import SparseGrad
 
 FORMAT = "npoptim-checkpoint"
-VERSION = 1
+VERSION = 2  # 2: the values of every .npy member are aligned to _ALIGN bytes in the file
+_ALIGN = 64
+_PADDING_ID = 0xD935  # the zip extra field that pads a local header (as zipalign's)
+_CHUNK = 1 << 22  # bytes per write or read: bounds the extra memory of save
+_HEADER_MAX = 1 << 16  # .npy headers longer than this are refused (NumPy writes < 10000)
 _MANIFEST = "__manifest__.npy"
 _DTYPES = {
     name: np.dtype(name)
@@ -112,6 +138,17 @@ _FIELDS = {
     "scalar": {"t", "dtype", "v"},
     "array": {"t", "dtype", "shape", "name"},
     "sparse": {"t", "v"},
+}
+# The .npy 1.0 header as NumPy (and save) writes it, parsed without NumPy's literal_eval
+# (a tenth of the time, which counts for mmap loads of many arrays); any other header goes
+# through NumPy's parser.
+_NPY_HEADER = re.compile(
+    rb"\{'descr': '([<>|][a-z][0-9]+)', 'fortran_order': (False|True), "
+    rb"'shape': \(([0-9]+,|[0-9]+(?:, [0-9]+)+|)\), \} *\n"
+)
+_NPY_DESCRS = {
+    dtype.str.encode(): dtype
+    for dtype in [d.newbyteorder(order) for d in _DTYPES.values() for order in ("<", ">")]
 }
 _INT = re.compile(r"-?0x[0-9a-f]+")
 _FLOAT = re.compile(r"[0-9a-f]{16}")
@@ -159,7 +196,7 @@ class _Encoder:
             name = _dtype_name(x.dtype)
             if name is None:
                 raise TypeError(f"cannot save array of dtype {x.dtype} at {_format_path(path)}")
-            self.arrays.append(np.asarray(x).astype(x.dtype.newbyteorder("<"), copy=False))
+            self.arrays.append(np.asarray(x))  # byte order is fixed when written
             return {
                 "t": "array",
                 "dtype": name,
@@ -214,16 +251,21 @@ class _Encoder:
 def save(obj: object, f: PathOrFile) -> None:
     """Save a nested structure of containers, scalars and NumPy arrays without pickle.
 
+    Arrays are streamed into the file from their own memory: saving a state of any size
+    needs no more than a few MiB of extra memory.
+
     Args:
         obj: dicts (int or str keys), lists, tuples, ``None``, bool, int, float, str, NumPy
             scalars and arrays of a supported dtype, nested in any way; a ``state_dict``.
-        f: a path (written atomically) or a binary file object (written at its position).
+        f: a path (written atomically and durably) or a binary file object (written at its
+            position, neither atomically nor fsync-ed).
 
     Raises:
         TypeError: a value, dict key or array dtype is not supported; the message names its
             key path from ``obj``. Nothing has been written.
         ValueError: a list, tuple or dict contains itself. Nothing has been written.
-        OSError: writing failed; a file at the path ``f`` is left as it was.
+        OSError: writing failed; a file at the path ``f`` is left as it was. A missing
+            folder raises ``FileNotFoundError`` naming the path ``f``.
 
     Example:
         >>> save({"optimizer": {"state": {}, "param_groups": []}}, "ckpt.npz")  # doctest: +SKIP
@@ -239,7 +281,15 @@ def save(obj: object, f: PathOrFile) -> None:
         return
     target = os.path.realpath(os.fsdecode(os.fspath(f)))
     folder = os.path.dirname(target)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(target)}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(
+            dir=folder, prefix=f".{os.path.basename(target)}.", suffix=".tmp"
+        )
+    except OSError as error:  # name the file asked for, not the temporary one
+        problem = "does not exist" if isinstance(error, FileNotFoundError) else error.strerror
+        raise type(error)(
+            error.errno, f"cannot save: the folder {folder!r} {problem}", os.fspath(f)
+        ) from error
     try:
         with os.fdopen(fd, "wb") as fh:
             _write_archive(fh, members)
@@ -273,48 +323,106 @@ def _write_archive(fh: IO[bytes], members: list[tuple[str, np.ndarray[Any, Any]]
         for name, array in members:
             info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))  # reproducible bytes
             info.external_attr = 0o644 << 16
+            _align(info, zf.start_dir)
             with zf.open(info, "w", force_zip64=True) as member:
-                npy.write_array(member, array, allow_pickle=False)
+                _write_array(member, array)
 
 
-def load(f: PathOrFile) -> Any:
+def _align(info: zipfile.ZipInfo, offset: int) -> None:
+    """Pads the local header that will be written at ``offset`` so that the member's data,
+    and with it the values after the 64-byte-multiple ``.npy`` header, start at a multiple
+    of ``_ALIGN``. An extra field has 4 bytes of id and length, so a padding is 4 or more."""
+    info.CRC = 0  # zipfile fills in the CRC and sizes after the data; the length is the same
+    pad = -(offset + len(info.FileHeader(zip64=True))) % _ALIGN
+    if pad:
+        pad += _ALIGN if pad < 4 else 0
+        info.extra = struct.pack("<HH", _PADDING_ID, pad - 4) + bytes(pad - 4)
+
+
+def _write_array(member: IO[bytes], array: np.ndarray[Any, Any]) -> None:
+    """Writes ``array`` as ``.npy`` (little-endian) without copying it whole.
+
+    A C- or Fortran-contiguous little-endian array is written from its own memory in
+    ``_CHUNK`` pieces; any other goes through a buffer of ``_CHUNK`` bytes.
+    """
+    dtype = array.dtype.newbyteorder("<")
+    fortran = bool(array.flags.f_contiguous and not array.flags.c_contiguous)
+    header = {"descr": npy.dtype_to_descr(dtype), "fortran_order": fortran, "shape": array.shape}
+    try:
+        npy.write_array_header_1_0(member, header)
+    except ValueError:  # a header longer than version 1.0 allows
+        npy.write_array_header_2_0(member, header)
+    values = array.T if fortran else array
+    if values.flags.c_contiguous and values.dtype == dtype:
+        raw = values.reshape(-1).view(np.uint8)
+        for start in range(0, raw.size, _CHUNK):
+            member.write(raw[start : start + _CHUNK].data)
+        return
+    for piece in np.nditer(
+        values,
+        flags=["external_loop", "buffered", "zerosize_ok"],
+        op_dtypes=[dtype],
+        casting="equiv",
+        buffersize=max(1, _CHUNK // dtype.itemsize),
+        order="C",
+    ):
+        member.write(np.ascontiguousarray(piece).view(np.uint8).data)
+
+
+def load(f: PathOrFile, *, mmap: bool = False) -> Any:
     """Load an object written by :func:`save`; never unpickles.
 
     Args:
         f: a path or a binary file object positioned at the start of a checkpoint.
+        mmap: memory-map the file instead of reading it (``f`` must be a path): the arrays
+            are read-only views of the file, read from disk only when used, and the load
+            takes the time of reading the manifest. ``load_state_dict`` copies from them.
+            The CRC-32s are not checked (that would read every byte); the structure is.
 
     Returns:
         The saved object, with the same types, dict key order, dtypes, shapes and values.
+        Arrays are writeable and own their memory, or with ``mmap=True`` are read-only.
 
     Raises:
         CheckpointError: the file is truncated, corrupted, not a checkpoint (for example a
             pickle, or an ``.npz`` holding object arrays) or from a newer format version.
         FileNotFoundError: ``f`` is a path that does not exist (other ``OSError`` from opening
             the path propagate too).
+        ValueError: ``mmap=True`` with a file object.
 
     Example:
         >>> state_dict = load("ckpt.npz")["optimizer"]  # doctest: +SKIP
+        >>> state_dict = load("ckpt.npz", mmap=True)["optimizer"]  # doctest: +SKIP
     """
     if isinstance(f, (str, os.PathLike)):
         with open(f, "rb") as fh:
-            return _read_archive(fh)
+            return _read_archive(fh, _map(fh) if mmap else None)
+    if mmap:
+        raise ValueError("load(f, mmap=True) needs f to be a path, got a file object")
     if not getattr(f, "seekable", lambda: False)():
-        return _read_archive(io.BytesIO(f.read()))
-    return _read_archive(f)
+        return _read_archive(io.BytesIO(f.read()), None)
+    return _read_archive(f, None)
+
+
+def _map(fh: IO[bytes]) -> memory_map.mmap:
+    size = os.fstat(fh.fileno()).st_size
+    if size == 0:  # mmap refuses an empty file
+        _fail("invalid checkpoint: the file is empty")
+    return memory_map.mmap(fh.fileno(), size, access=memory_map.ACCESS_READ)
 
 
 def _fail(message: str) -> NoReturn:
     raise CheckpointError(message)
 
 
-def _read_archive(fh: IO[bytes]) -> Any:
+def _read_archive(fh: IO[bytes], mapped: memory_map.mmap | None) -> Any:
     try:
         start = fh.tell()
-        size = fh.seek(0, io.SEEK_END) - start  # members can't be bigger than the file
+        size = fh.seek(0, io.SEEK_END)  # members can't reach beyond the end of the file
         fh.seek(start)
         with zipfile.ZipFile(fh) as zf:
             infos = zf.infolist()
-            decoder = _Decoder(zf, {info.filename: info for info in infos}, size)
+            decoder = _Decoder(_Members(fh, mapped, size), {i.filename: i for i in infos})
             if len(decoder.members) != len(infos):
                 _fail("archive has two members with the same name")
             if _MANIFEST not in decoder.members:
@@ -357,11 +465,124 @@ def _check_header(manifest: Any) -> None:
         _fail(f"invalid manifest: expected keys format, version, root, got {sorted(manifest)}")
 
 
+def _parse_npy_header(
+    head: bytes,
+) -> tuple[tuple[int, ...], bool, np.dtype[Any], int] | None:
+    """Shape, Fortran order, dtype and length of a canonical .npy 1.0 header; None for any
+    other header (NumPy's parser then decides)."""
+    if head[:8] != b"\x93NUMPY\x01\x00" or len(head) < 10:
+        return None
+    length = 10 + int.from_bytes(head[8:10], "little")
+    match = _NPY_HEADER.fullmatch(head[10:length])
+    if match is None or match[1] not in _NPY_DESCRS or len(head) < length:
+        return None
+    shape = tuple(int(n) for n in match[3].split(b",") if n)
+    return shape, match[2] == b"True", _NPY_DESCRS[match[1]], length
+
+
+class _Members:
+    """Reads the ``.npy`` members of a stored (uncompressed) zip archive in place.
+
+    zipfile parses the central directory; the local header of each member is read here to
+    find where its bytes start, and every offset and length is checked against the size of
+    the file before anything is read or mapped.
+    """
+
+    def __init__(self, fh: IO[bytes], mapped: memory_map.mmap | None, size: int) -> None:
+        self.fh, self.mapped, self.size = fh, mapped, size
+
+    def _read_at(self, offset: int, length: int) -> bytes:
+        if self.mapped is not None:
+            return self.mapped[offset : offset + length]
+        self.fh.seek(offset)
+        return self.fh.read(length)
+
+    def _locate(self, info: zipfile.ZipInfo) -> int:
+        """The offset in the file of the first byte of the member ``info``."""
+        name = info.filename
+        if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
+            _fail(f"member {name} is compressed or encrypted; checkpoints store members as is")
+        if info.file_size != info.compress_size or info.file_size > self.size:
+            _fail(f"member {name} claims {info.file_size} bytes, more than the archive holds")
+        local = self._read_at(info.header_offset, 30)
+        if len(local) != 30 or local[:4] != b"PK\x03\x04":
+            _fail(f"member {name} has no local zip header where the directory says")
+        name_length, extra_length = struct.unpack("<HH", local[26:30])
+        encoding = "utf-8" if info.flag_bits & 0x800 else "cp437"
+        if self._read_at(info.header_offset + 30, name_length) != name.encode(encoding):
+            _fail(f"member {name} has another name in its local zip header")
+        offset: int = info.header_offset + 30 + name_length + extra_length
+        if offset + info.file_size > self.size:
+            _fail(f"member {name} reaches beyond the end of the file")
+        return offset
+
+    def read(
+        self, info: zipfile.ZipInfo, dtype: np.dtype[Any], shape: tuple[int, ...] | None
+    ) -> np.ndarray[Any, Any]:
+        """The array of the ``.npy`` member ``info``, checked against ``dtype`` and ``shape``;
+        read (CRC-32 checked on the way) or mapped."""
+        name, offset = info.filename, self._locate(info)
+        head = self._read_at(offset, min(info.file_size, _HEADER_MAX))
+        parsed = _parse_npy_header(head)
+        if parsed is not None:
+            header_shape, fortran, header_dtype, header_size = parsed
+        else:
+            stream = io.BytesIO(head)
+            version = npy.read_magic(stream)
+            if version not in ((1, 0), (2, 0)):
+                _fail(f"member {name} has unsupported .npy version {version}")
+            header = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+            try:
+                header_shape, fortran, header_dtype = header(stream)
+            except Exception as e:  # numpy's parser raises many types on a hostile header
+                _fail(f"member {name} has a malformed .npy header: {e}")
+            header_size = stream.tell()
+        if header_dtype.fields is not None or header_dtype.newbyteorder("=") != dtype:
+            _fail(f"member {name} has dtype {header_dtype}, the manifest says {dtype}")
+        if not all(type(n) is int and n >= 0 for n in header_shape):
+            _fail(f"member {name} has an invalid shape {header_shape}")
+        if shape not in (None, header_shape) or (shape is None and len(header_shape) != 1):
+            _fail(f"member {name} has shape {header_shape}, the manifest says {shape}")
+        count = math.prod(header_shape)
+        if count * dtype.itemsize != info.file_size - header_size:
+            _fail(f"member {name} does not hold exactly {count} values of {dtype}")
+        if self.mapped is not None and count:
+            flat = np.frombuffer(self.mapped, header_dtype, count, offset + header_size)
+        else:
+            flat = np.empty(count, dtype=header_dtype)
+            if self.mapped is None:
+                self._read_into(flat.view(np.uint8), offset + header_size, info, head[:header_size])
+        if dtype.kind == "b" and np.any(flat.view(np.uint8) > 1):
+            _fail(f"member {name} holds bool values other than 0 and 1")
+        order: Literal["C", "F"] = "F" if fortran else "C"
+        array = flat.astype(dtype, copy=False).reshape(header_shape, order=order)
+        if self.mapped is not None:
+            array.flags.writeable = False
+        return array
+
+    def _read_into(
+        self, buffer: np.ndarray[Any, Any], offset: int, info: zipfile.ZipInfo, header: bytes
+    ) -> None:
+        """Fills ``buffer`` with the bytes at ``offset``, updating the member's CRC-32 with each
+        piece as it arrives (while it is in the cache), and checks it against the directory's."""
+        view, done, crc = buffer.data, 0, zlib.crc32(header)
+        self.fh.seek(offset)
+        readinto = cast(io.BufferedIOBase, self.fh).readinto
+        while done < len(view):
+            n = readinto(view[done : done + _CHUNK])
+            if not n:
+                _fail(f"member {info.filename} is truncated")
+            crc = zlib.crc32(view[done : done + n], crc)
+            done += n
+        if crc != info.CRC:
+            _fail(f"member {info.filename} fails its CRC-32 check: the file is corrupted")
+
+
 class _Decoder:
     """Rebuilds an object from manifest nodes, reading each referenced member exactly once."""
 
-    def __init__(self, zf: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo], size: int) -> None:
-        self.zf, self.members, self.size = zf, members, size
+    def __init__(self, reader: _Members, members: dict[str, zipfile.ZipInfo]) -> None:
+        self.reader, self.members = reader, members
         self.used: set[str] = set()
 
     def decode(self, node: Any, path: tuple[object, ...]) -> Any:
@@ -427,39 +648,4 @@ class _Decoder:
     ) -> np.ndarray[Any, Any]:
         """Reads the ``.npy`` member ``name``, checking it against ``dtype`` and ``shape``."""
         self.used.add(name)
-        info = self.members[name]
-        if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
-            _fail(f"member {name} is compressed or encrypted; checkpoints store members as is")
-        if info.file_size != info.compress_size or info.file_size > self.size:
-            _fail(f"member {name} claims {info.file_size} bytes, more than the archive holds")
-        with self.zf.open(info) as member:
-            version = npy.read_magic(member)
-            if version not in ((1, 0), (2, 0)):
-                _fail(f"member {name} has unsupported .npy version {version}")
-            header = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
-            try:
-                header_shape, fortran, header_dtype = header(member)
-            except Exception as e:  # numpy's parser raises many types on a hostile header
-                _fail(f"member {name} has a malformed .npy header: {e}")
-            if header_dtype.fields is not None or header_dtype.newbyteorder("=") != dtype:
-                _fail(f"member {name} has dtype {header_dtype}, the manifest says {dtype}")
-            if not all(type(n) is int and n >= 0 for n in header_shape):
-                _fail(f"member {name} has an invalid shape {header_shape}")
-            if shape not in (None, header_shape) or (shape is None and len(header_shape) != 1):
-                _fail(f"member {name} has shape {header_shape}, the manifest says {shape}")
-            count = math.prod(header_shape)
-            if count * dtype.itemsize != info.file_size - member.tell():
-                _fail(f"member {name} does not hold exactly {count} values of {dtype}")
-            flat = np.empty(count, dtype=header_dtype)
-            view, done = flat.view(np.uint8).data, 0
-            while done < len(view):
-                n = cast(io.BufferedIOBase, member).readinto(view[done:])
-                if not n:
-                    _fail(f"member {name} is truncated")
-                done += n
-            if member.read(1):  # reading to the end also makes zipfile check the CRC
-                _fail(f"member {name} has trailing data")
-        if dtype.kind == "b" and np.any(flat.view(np.uint8) > 1):
-            _fail(f"member {name} holds bool values other than 0 and 1")
-        order: Literal["C", "F"] = "F" if fortran else "C"
-        return flat.astype(dtype, copy=False).reshape(header_shape, order=order)
+        return self.reader.read(self.members[name], dtype, shape)

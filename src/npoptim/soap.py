@@ -8,11 +8,20 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ._kernel import Array
+from ._validation import (
+    TypeCheck,
+    check_betas,
+    check_nonnegative,
+    flag,
+    integer,
+    optional,
+    pair,
+    real,
+    text,
+)
 from .optimizer import (
     Optimizer,
     ParamsT,
-    _check_betas,
-    _check_nonnegative,
     _dense_params_and_grads,
     _maximize_doc,
     _params_doc,
@@ -44,20 +53,6 @@ class SOAP(Optimizer):
         eps: float = 1e-8,
         maximize: bool = False,
     ) -> None:
-        _check_nonnegative(lr=lr)
-        _check_betas(betas)
-        if shampoo_beta is not None and not 0.0 <= shampoo_beta < 1.0:
-            raise ValueError(f"Invalid shampoo_beta value: {shampoo_beta}")
-        _check_nonnegative(weight_decay=weight_decay)
-        if not precondition_frequency > 0:
-            raise ValueError(f"Invalid precondition_frequency value: {precondition_frequency}")
-        if not max_precondition_dim > 0:
-            raise ValueError(f"Invalid max_precondition_dim value: {max_precondition_dim}")
-        _check_nonnegative(eps=eps)
-        if data_format not in DATA_FORMATS:
-            raise ValueError(
-                f"Invalid data_format value: {data_format!r}, expected one of {DATA_FORMATS}"
-            )
         defaults = {
             "lr": lr,
             "betas": tuple(betas),
@@ -74,6 +69,45 @@ class SOAP(Optimizer):
             "maximize": maximize,
         }
         super().__init__(params, defaults)
+
+    _hyperparameters: ClassVar[dict[str, TypeCheck]] = {
+        "maximize": flag,
+        "lr": real,
+        "betas": pair(),
+        "shampoo_beta": optional(real),
+        "weight_decay": real,
+        "precondition_frequency": integer,
+        "max_precondition_dim": integer,
+        "merge_dims": flag,
+        "precondition_1d": flag,
+        "correct_bias": flag,
+        "normalize_gradient": flag,
+        "data_format": text,
+        "eps": real,
+    }
+
+    @staticmethod
+    def _check_ranges(settings: dict[str, Any]) -> None:
+        check_nonnegative(lr=settings["lr"])
+        check_betas(settings["betas"])
+        shampoo_beta = settings["shampoo_beta"]
+        if shampoo_beta is not None and not 0.0 <= shampoo_beta < 1.0:
+            raise ValueError(f"Invalid shampoo_beta value: {shampoo_beta}")
+        check_nonnegative(weight_decay=settings["weight_decay"])
+        if not settings["precondition_frequency"] > 0:
+            raise ValueError(
+                f"Invalid precondition_frequency value: {settings['precondition_frequency']}"
+            )
+        if not settings["max_precondition_dim"] > 0:
+            raise ValueError(
+                f"Invalid max_precondition_dim value: {settings['max_precondition_dim']}"
+            )
+        check_nonnegative(eps=settings["eps"])
+        if settings["data_format"] not in DATA_FORMATS:
+            raise ValueError(
+                f"Invalid data_format value: {settings['data_format']!r}, "
+                f"expected one of {DATA_FORMATS}"
+            )
 
     _group_flags: ClassVar[dict[str, Any]] = {"data_format": "channels_first", "maximize": False}
 

@@ -30,6 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ._validation import wrapper_hint
+from ._views import readonly
 from .lr_scheduler import LRScheduler, _format_param, _warn_unless_in_step
 from .optimizer import Optimizer
 from .parameter import Parameter
@@ -253,10 +254,11 @@ class AveragedParameters:
         self.n_averaged += 1
 
     def state_dict(self) -> dict[str, Any]:
-        """``{"params": [copies of the averages], "n_averaged": int}``; the averaging
+        """``{"params": [the averages], "n_averaged": int}``, the averages as read-only views
+        (no copy: they follow the averaging; ``copy.deepcopy`` for a snapshot); the averaging
         functions are not saved (as in torch)."""
         return {
-            "params": [np.array(p, copy=True, subok=False) for p in self._averaged],
+            "params": [readonly(p) for p in self._averaged],
             "n_averaged": self.n_averaged,
         }
 

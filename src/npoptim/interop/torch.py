@@ -97,11 +97,13 @@ def to_torch_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:
 
     Args:
         state_dict: what an npoptim optimizer's or scheduler's ``state_dict()`` returned (or
-            :func:`npoptim.load` read back).
+            :func:`npoptim.load` read back, memory-mapped or not). Its arrays may be
+            read-only.
 
     Returns:
         A new dict that the ``load_state_dict`` of the matching ``torch.optim`` optimizer or
-        scheduler accepts, after which torch continues the run as npoptim would have.
+        scheduler accepts, after which torch continues the run as npoptim would have. Its
+        tensors are writeable copies that share no memory with ``state_dict``.
 
     Raises:
         ImportError: PyTorch is not installed.
