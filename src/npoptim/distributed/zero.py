@@ -45,7 +45,9 @@ class ZeroRedundancyOptimizer(Optimizer):
 
     :attr:`param_groups` are the global groups: their hyperparameters (``lr``, ...) are copied
     to the local optimizer before each step, so lr schedulers, ``add_param_group`` and the
-    step hooks work on this object as on any optimizer. :meth:`consolidate_state_dict` then
+    step hooks work on this object as on any optimizer. :attr:`defaults` are the local
+    optimizer's (torch keeps only the keyword arguments given, so there ``OneCycleLR`` finds
+    no ``betas`` on a ZeRO Adam). :meth:`consolidate_state_dict` then
     :meth:`state_dict` on the target rank give exactly the state_dict one process running
     ``optimizer_class`` over all the parameters would have (global indices), so a checkpoint
     moves between world sizes, to a plain optimizer and to torch; :meth:`load_state_dict` of
@@ -114,6 +116,7 @@ class ZeroRedundancyOptimizer(Optimizer):
                 raise ValueError("ZeroRedundancyOptimizer got an empty parameter list")
             Optimizer.__init__(self, cast(ParamsT, param_list), defaults)
             self.optim = optimizer_class(self._partition_parameters()[self.rank], **defaults)
+            self.defaults = dict(self.optim.defaults)  # all of them (torch: those given)
             return _describe_groups(self.param_groups), None
 
         agree(self.comm, "ZeroRedundancyOptimizer", describe)
