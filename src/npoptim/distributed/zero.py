@@ -262,11 +262,13 @@ class ZeroRedundancyOptimizer(Optimizer):
 
         local = copy.deepcopy(self.optim.state_dict())  # a snapshot, not live views
         gathered = pkl5.Intracomm(self.comm).gather(local, root=to)
-        self._all_state_dicts = list(gathered or []) if self.rank == to else []
+        self._all_state_dicts = [_read_only(d) for d in gathered or []] if self.rank == to else []
 
     def state_dict(self) -> StateDict:
         """The consolidated state, exactly a single-process optimizer's state_dict over all the
-        parameters: torch's layout, parameters numbered across the global groups.
+        parameters: torch's layout, parameters numbered across the global groups. Its arrays
+        are read-only views of the copy :meth:`consolidate_state_dict` gathered (no copy), the
+        param_groups the current ones.
 
         Raises:
             RuntimeError: if :meth:`consolidate_state_dict` has not gathered the state on this
@@ -293,7 +295,7 @@ class ZeroRedundancyOptimizer(Optimizer):
                 pairs = zip(local_group["params"], owned_group["params"], strict=True)
                 for local_index, p in pairs:
                     if local_index in local["state"]:
-                        state[index[id(p)]] = copy.deepcopy(local["state"][local_index])
+                        state[index[id(p)]] = local["state"][local_index]
         state_dict: StateDict = {"state": dict(sorted(state.items())), "param_groups": param_groups}
         for post_hook in self._optimizer_state_dict_post_hooks.values():
             result = post_hook(self, state_dict)
@@ -379,6 +381,20 @@ def _describe_groups(groups: list[dict[str, Any]]) -> list[str]:
             for i, p in enumerate(group["params"])
         ]
     return lines
+
+
+def _read_only(tree: Any) -> Any:
+    """``tree`` with every array in it made read-only, in place (consolidated state is
+    handed out without copies; writing through them must not change it)."""
+    if isinstance(tree, np.ndarray):
+        tree.flags.writeable = False
+    elif isinstance(tree, dict):
+        for value in tree.values():
+            _read_only(value)
+    elif isinstance(tree, (list, tuple)):
+        for value in tree:
+            _read_only(value)
+    return tree
 
 
 def _pack(flat: Array, params: list[Parameter]) -> None:
