@@ -34,6 +34,7 @@ pytestmark = pytest.mark.skipif(
     os.environ.get("NPOPTIM_MPI_TESTS", "1") == "0", reason="NPOPTIM_MPI_TESTS=0"
 )
 
+
 class Jobs:
     """The checks' reports, one launch per world size, made on first use. The K = 4 job
     saves the elastic checkpoint that the K = 2 job resumes from; K = 3 sets the threads."""
@@ -316,3 +317,27 @@ def test_a_rank_that_raises_ends_the_job_with_its_error() -> None:
     assert proc.returncode != 0
     assert "RuntimeError: rank 1 failed during its step on purpose" in proc.stderr
     assert elapsed < 60
+
+
+def test_checkpoint_from_4_ranks_resumes_in_torch(jobs: Jobs) -> None:
+    """The consolidated state_dict converted for torch: torch's Adam continues the run and
+    reaches the uninterrupted run's parameters (float64, to 1e-12)."""
+    torch = pytest.importorskip("torch", reason="the torch extra")
+    from npoptim.interop.torch import to_torch_state_dict
+
+    assert result(jobs(4), "elastic_save") is True
+    saved = npoptim.load(jobs.folder / "checkpoint.npz")
+    problem = Problem("Adam")
+    tensors = [torch.tensor(value, dtype=torch.float64) for value in saved["params"]]
+    opt = torch.optim.Adam(tensors, lr=0.05, amsgrad=True, foreach=False)
+    opt.load_state_dict(to_torch_state_dict(saved["optimizer"]))
+    for _ in range(10):
+        for p, t in zip(problem.all, tensors, strict=True):
+            p[...] = t.numpy()
+        problem.set_grads(slice(None))
+        for p, t in zip(problem.all, tensors, strict=True):
+            t.grad = torch.from_numpy(np.array(p.grad))
+        opt.step()
+    final = npoptim.load(jobs.folder / "final.npz")["params"]
+    for t, want in zip(tensors, final, strict=True):
+        np.testing.assert_allclose(t.numpy(), want, rtol=1e-12, atol=1e-15)
