@@ -1,4 +1,5 @@
-"""The communicator, collective validation and the per-node thread default.
+"""What every distributed function shares: the communicator, collective validation, reusable
+flat buffers, in-place broadcasts, and the per-node thread default.
 
 mpi4py is imported here, lazily, the first time a distributed function runs: ``import npoptim``
 and ``import npoptim.distributed`` never load MPI.
@@ -12,18 +13,34 @@ from collections.abc import Callable, Sequence
 from itertools import zip_longest
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import numpy as np
+
 from .._kernel import get_num_threads, set_num_threads
 
 if TYPE_CHECKING:
-    from mpi4py.MPI import Intracomm
+    from mpi4py.MPI import Intracomm, Request
 
-__all__ = ["agree", "node_threads", "resolve"]
+__all__ = ["Array", "agree", "bcast_in_place", "node_threads", "resolve", "scratch"]
+
+Array = np.ndarray[Any, Any]
 
 _T = TypeVar("_T")
 _MPI_MISSING = (
     'npoptim.distributed needs mpi4py, which is not installed: pip install "npoptim[mpi]"'
 )
 _thread_default = {"applied": False}
+
+#: Flat buffers reused from call to call, one per purpose and dtype (grown when too small).
+_buffers: dict[tuple[str, str], Array] = {}
+
+
+def scratch(purpose: str, dtype: np.dtype[Any], size: int) -> Array:
+    """A reusable flat buffer of at least ``size`` elements of ``dtype`` (first ``size``)."""
+    key = (purpose, dtype.str)
+    buf = _buffers.get(key)
+    if buf is None or buf.size < size:
+        buf = _buffers[key] = np.empty(size, dtype=dtype)
+    return buf[:size]
 
 
 def resolve(comm: Intracomm | None) -> Intracomm:
@@ -112,3 +129,20 @@ def _first_difference(what: str, everyone: list[list[str]]) -> str:
                     f"{mine} where rank {rank} has {theirs}"
                 )
     raise AssertionError("descriptions differ in digest only")  # pragma: no cover
+
+
+def bcast_in_place(comm: Intracomm, arrays: list[tuple[Array, int]]) -> None:
+    """Broadcast each ``(array, root)`` pair from its root, in place: every broadcast is
+    started (non-blocking), then all are waited for (arrays that are not contiguous go
+    through a copy)."""
+    from mpi4py import MPI
+
+    pending: list[tuple[Request, Array | None, Array]] = []
+    for a, root in arrays:
+        plain = a.view(np.ndarray)
+        buf = plain if plain.flags.c_contiguous else np.ascontiguousarray(plain)
+        pending.append((comm.Ibcast(buf, root=root), None if buf is plain else buf, plain))
+    MPI.Request.Waitall([r for r, _, _ in pending])
+    for _, copy, target in pending:
+        if copy is not None:
+            np.copyto(target, copy)

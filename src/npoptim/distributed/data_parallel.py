@@ -15,29 +15,15 @@ import numpy as np
 
 from ..optimizer import Optimizer
 from ..parameter import Parameter, SparseGrad
-from ._comm import agree, resolve
+from ._comm import agree, bcast_in_place, resolve, scratch
 
 if TYPE_CHECKING:
     from mpi4py.MPI import Intracomm, Request
 
 __all__ = ["all_reduce_grads_", "broadcast_optimizer_state_", "broadcast_parameters_"]
 
-Array = np.ndarray[Any, Any]
-
 # What a rank holds as a parameter's grad (the payload of the collective check).
 _NONE, _DENSE, _SPARSE = 0, 1, 2
-
-#: Flat buffers reused from call to call, one per purpose and dtype (grown when too small).
-_buffers: dict[tuple[str, str], Array] = {}
-
-
-def _buffer(purpose: str, dtype: np.dtype[Any], size: int) -> Array:
-    """A reusable flat buffer of at least ``size`` elements of ``dtype`` (first ``size``)."""
-    key = (purpose, dtype.str)
-    buf = _buffers.get(key)
-    if buf is None or buf.size < size:
-        buf = _buffers[key] = np.empty(size, dtype=dtype)
-    return buf[:size]
 
 
 def _parameter_list(params: Iterable[Parameter] | Parameter) -> list[Any]:
@@ -148,7 +134,7 @@ def _reduce_dense(comm: Intracomm, params: list[Parameter], cap_bytes: int, divi
     ``divisor``; write back in place."""
     from mpi4py import MPI
 
-    flat = _buffer("grads", params[0].dtype, sum(p.size for p in params))
+    flat = scratch("grads", params[0].dtype, sum(p.size for p in params))
     itemsize = params[0].itemsize
     # buckets: consecutive parameters up to cap_bytes (a larger one alone)
     buckets: list[list[tuple[Parameter, int]]] = [[]]
@@ -234,23 +220,6 @@ def broadcast_parameters_(
 
     agree(comm, "broadcast_parameters_", describe)
     bcast_in_place(comm, [(p, root) for p in plist])
-
-
-def bcast_in_place(comm: Intracomm, arrays: list[tuple[Array, int]]) -> None:
-    """Broadcast each ``(array, root)`` pair from its root, in place: every broadcast is
-    started (non-blocking), then all are waited for (arrays that are not contiguous go
-    through a copy)."""
-    from mpi4py import MPI
-
-    pending: list[tuple[Request, Array | None, Array]] = []
-    for a, root in arrays:
-        plain = a.view(np.ndarray)
-        buf = plain if plain.flags.c_contiguous else np.ascontiguousarray(plain)
-        pending.append((comm.Ibcast(buf, root=root), None if buf is plain else buf, plain))
-    MPI.Request.Waitall([r for r, _, _ in pending])
-    for _, copy, target in pending:
-        if copy is not None:
-            np.copyto(target, copy)
 
 
 def broadcast_optimizer_state_(

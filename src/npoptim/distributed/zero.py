@@ -11,15 +11,13 @@ import numpy as np
 
 from ..optimizer import Optimizer, ParamsT, StateDict
 from ..parameter import Parameter
-from ._comm import agree, resolve
-from .data_parallel import _buffer, bcast_in_place
+from ._comm import Array, agree, bcast_in_place, resolve, scratch
 
 if TYPE_CHECKING:
     from mpi4py.MPI import Intracomm
 
 __all__ = ["ZeroRedundancyOptimizer"]
 
-Array = np.ndarray[Any, Any]
 _NOT_SHARED = ("params", "param_names")  # group entries that differ between global and local
 
 _LBFGS_REFUSED = (
@@ -94,8 +92,6 @@ class ZeroRedundancyOptimizer(Optimizer):
         self.rank: int = self.comm.Get_rank()
         self.world_size: int = self.comm.Get_size()
         self.parameters_as_bucket_view = parameters_as_bucket_view
-        self._optim_defaults = defaults
-        self._optim_constructor = optimizer_class
         self._partition_cache: list[list[dict[str, Any]]] = []
         self._all_state_dicts: list[StateDict] = []
 
@@ -148,15 +144,6 @@ class ZeroRedundancyOptimizer(Optimizer):
                     partition[rank].append(rank_group)
             self._partition_cache = partition
         return self._partition_cache
-
-    def _owner_of(self) -> dict[int, int]:
-        """The rank that owns each parameter, by ``id``."""
-        return {
-            id(p): rank
-            for rank, groups in enumerate(self._partition_parameters())
-            for group in groups
-            for p in group["params"]
-        }
 
     @staticmethod
     def _sync_param_groups(src: list[dict[str, Any]], dst: list[dict[str, Any]]) -> None:
@@ -234,7 +221,7 @@ class ZeroRedundancyOptimizer(Optimizer):
             for p in itertools.chain.from_iterable(g["params"] for g in groups):
                 by_dtype.setdefault(p.dtype.str, []).append(p)
             for key, params in by_dtype.items():
-                flat = _buffer(f"zero bucket {rank}", np.dtype(key), sum(p.size for p in params))
+                flat = scratch(f"zero bucket {rank}", np.dtype(key), sum(p.size for p in params))
                 if rank == self.rank:
                     _pack(flat, params)
                 buckets.append((flat, rank, params))
