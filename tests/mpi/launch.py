@@ -47,5 +47,3 @@ def launch(
         out, err = proc.communicate()
         pytest.fail(f"mpiexec -n {k} {args} hung (killed after {timeout} s)\n{out}\n{err}")
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-
-
