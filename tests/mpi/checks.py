@@ -114,6 +114,35 @@ def options(name: str) -> list[dict[str, Any]]:
     return out
 
 
+def wraps_an_optimizer(cls: type[npoptim.Optimizer]) -> bool:
+    """Whether ``cls`` wraps another optimizer (Lookahead) rather than taking parameters."""
+    return next(iter(inspect.signature(cls).parameters)) == "optimizer"
+
+
+def build(
+    cls: type[npoptim.Optimizer],
+    params: list[Parameter],
+    kwargs: dict[str, Any],
+    zero: bool = False,
+) -> npoptim.Optimizer:
+    """``cls`` over ``params`` (with ``zero``, sharded by ZeroRedundancyOptimizer). A wrapper
+    of another optimizer wraps SGD with momentum, and goes outside ZeRO: it keeps its own
+    per-parameter state while the ZeRO optimizer it wraps shards SGD's."""
+    if wraps_an_optimizer(cls):
+        inner_kwargs = {"lr": 0.01, "momentum": 0.9, "foreach": False}
+        if zero:
+            return cls(ZeroRedundancyOptimizer(params, npoptim.SGD, **inner_kwargs), **kwargs)
+        return cls(npoptim.SGD(params, **inner_kwargs), **kwargs)
+    return ZeroRedundancyOptimizer(params, cls, **kwargs) if zero else cls(params, **kwargs)
+
+
+def sharding(opt: npoptim.Optimizer) -> ZeroRedundancyOptimizer:
+    """The ZeroRedundancyOptimizer ``build`` made: ``opt`` or the optimizer it wraps."""
+    found = opt if isinstance(opt, ZeroRedundancyOptimizer) else opt.optimizer  # type: ignore[attr-defined]
+    assert isinstance(found, ZeroRedundancyOptimizer)
+    return found
+
+
 def relative_deviation(a: list[Any], b: list[Any]) -> float:
     return max(
         float(np.max(np.abs(np.asarray(x) - np.asarray(y)))) / max(float(np.max(np.abs(y))), 1e-300)
@@ -159,11 +188,9 @@ def equivalence() -> dict[str, Any]:
         cls = getattr(npoptim, name)
         for c, kwargs in enumerate(options(name)):
             ref, dp, zero = Problem(name), Problem(name), Problem(name)
-            ref_opt = cls(ref.optimized, **kwargs)
-            dp_opt = cls(dp.optimized, **kwargs)
-            zero_opt = (
-                None if name == "LBFGS" else ZeroRedundancyOptimizer(zero.optimized, cls, **kwargs)
-            )
+            ref_opt = build(cls, ref.optimized, kwargs)
+            dp_opt = build(cls, dp.optimized, kwargs)
+            zero_opt = None if name == "LBFGS" else build(cls, zero.optimized, kwargs, zero=True)
             identical_ranks = zero_bitwise = True
             for _ in range(STEPS):
                 if name == "LBFGS":
@@ -196,9 +223,10 @@ def equivalence() -> dict[str, Any]:
                 "identical_ranks": identical_ranks,
             }
             if zero_opt is not None:
+                sharded = sharding(zero_opt)
                 entry["zero_bitwise"] = zero_bitwise
-                entry["states_per_rank"] = COMM.allgather(len(zero_opt.optim.state))
-                zero_opt.consolidate_state_dict(to=0)
+                entry["states_per_rank"] = COMM.allgather(len(sharded.optim.state))
+                sharded.consolidate_state_dict(to=0)
                 equal, refusal = None, ""
                 if RANK == 0:
                     equal = tree_equal(zero_opt.state_dict(), ref_opt.state_dict())
