@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -107,3 +108,22 @@ def test_rosenbrock_race_runs_every_optimizer(tmp_path: Path) -> None:
         assert r["final_f"] < start_f, f"{name} ended above its start: {r['final_f']}"
         assert len(r["path"]) == summary["steps"] + 1
     assert results["LBFGS strong_wolfe"]["final_f"] < 1e-8
+
+
+@pytest.mark.skipif(os.environ.get("NPOPTIM_MPI_TESTS", "1") == "0", reason="NPOPTIM_MPI_TESTS=0")
+def test_data_parallel_loss_curve_equals_the_single_process_one(tmp_path: Path) -> None:
+    """``mpiexec -n 2 python -m mpi4py examples/data_parallel.py --quick``: ZeRO Adam with a
+    scheduler on two ranks follows the one-process run to float32 rounding."""
+    from mpi.launch import launch
+
+    script = EXAMPLES / "data_parallel.py"
+    proc = launch(2, "-m", "mpi4py", str(script), "--quick", "--out", str(tmp_path), timeout=300)
+    assert proc.returncode == 0, f"data_parallel failed:\n{proc.stdout}\n{proc.stderr}"
+    assert (tmp_path / "data_parallel.png").read_bytes().startswith(PNG_SIGNATURE)
+    summary = json.loads((tmp_path / "data_parallel.json").read_text())
+    assert summary["ranks"] == 2 and summary["quick"] is True
+    assert summary["max_curve_diff"] < 1e-5 * max(summary["curve_one_process"])
+    assert summary["curve"][-1] < 0.1 * summary["curve"][0]
+    per_rank = summary["state_bytes_per_rank"]
+    assert sum(per_rank) == summary["state_bytes_one_process"] and min(per_rank) > 0
+    assert "Adam state (bytes)" in proc.stdout
