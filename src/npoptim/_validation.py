@@ -8,13 +8,14 @@ Each optimizer class declares, once, what its settings and its state look like:
   path is chosen, so a value a user wrote into ``param_groups`` is refused the same way on
   the for-loop, multi-tensor and compiled paths.
 - ``_check_ranges``: torch's value checks with torch's messages (``Invalid learning rate:
-  -1``), run where values enter.
+  -1``), run by the constructor and ``add_param_group``.
 - ``_state_keys``: state key -> :class:`StateKey` (its kind, its expected shape for a given
   parameter, whether the group's options require it). ``load_state_dict`` checks a loaded
   state against it before it changes anything.
 
-A type check is called as ``check(label, value)``; ``label`` names the value in the message
-(``"lr"`` in a constructor, ``"param_groups[1]['lr']"`` for a group).
+A type check ``check(value)`` returns None, or the error to raise with the value named
+``LABEL``; :func:`check_types` puts the key there (``lr`` in a constructor,
+``param_groups[1]['lr']`` for a group), so a passing check formats no message.
 """
 
 from __future__ import annotations
