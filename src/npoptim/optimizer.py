@@ -475,10 +475,10 @@ class Optimizer:
         count and sizes, each group's hyperparameters (present, and of the types ``step()``
         requires), and each parameter's state: its keys belong to this algorithm (and its
         options: Adam with ``amsgrad`` needs ``max_exp_avg_sq``), its arrays have the shape
-        the parameter needs and a dtype that casts to the parameter's. Array state is copied once and, for real
-        floating parameters, cast to the parameter's dtype (``step`` excepted), as torch
-        does; read-only arrays are accepted. Names in ``param_names``, if present, replace
-        the optimizer's.
+        the parameter needs and a dtype that casts to the parameter's. Array state is copied
+        once and, for real floating parameters, cast to the parameter's dtype (``step``
+        excepted), as torch does; read-only arrays are accepted. Names in ``param_names``, if
+        present, replace the optimizer's.
         """
         if not isinstance(state_dict, Mapping):
             raise TypeError(
