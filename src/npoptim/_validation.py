@@ -8,13 +8,14 @@ Each optimizer class declares, once, what its settings and its state look like:
   path is chosen, so a value a user wrote into ``param_groups`` is refused the same way on
   the for-loop, multi-tensor and compiled paths.
 - ``_check_ranges``: torch's value checks with torch's messages (``Invalid learning rate:
-  -1``), run where values enter.
+  -1``), run by the constructor and ``add_param_group``.
 - ``_state_keys``: state key -> :class:`StateKey` (its kind, its expected shape for a given
   parameter, whether the group's options require it). ``load_state_dict`` checks a loaded
   state against it before it changes anything.
 
-A type check is called as ``check(label, value)``; ``label`` names the value in the message
-(``"lr"`` in a constructor, ``"param_groups[1]['lr']"`` for a group).
+A type check ``check(value)`` returns None, or the error to raise with the value named
+``LABEL``; :func:`check_types` puts the key there (``lr`` in a constructor,
+``param_groups[1]['lr']`` for a group), so a passing check formats no message.
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ __all__ = [
     "flag",
     "integer",
     "is_real",
-    "one_of",
     "optional",
     "optional_flag",
     "pair",
@@ -48,7 +48,11 @@ __all__ = [
     "wrapper_hint",
 ]
 
-TypeCheck = Callable[[str, Any], None]
+#: A type check: None for a good value, else the error to raise, its message naming the value
+#: as ``LABEL`` (replaced by :func:`check_types` with the key, so that a passing check, run at
+#: every step, formats nothing).
+TypeCheck = Callable[[Any], "Exception | None"]
+LABEL = "\x00label\x00"
 
 
 def _describe(value: Any) -> str:
@@ -57,6 +61,9 @@ def _describe(value: Any) -> str:
 
 def is_real(value: Any) -> bool:
     """A real number: Python or NumPy int/float, or a real 0-d array; not a bool, not a str."""
+    kind = type(value)
+    if kind is float or kind is int:
+        return True
     if isinstance(value, (bool, np.bool_)):
         return False
     if isinstance(value, numbers.Real):
@@ -68,36 +75,41 @@ def is_real(value: Any) -> bool:
     )
 
 
-def real(label: str, value: Any) -> None:
+def real(value: Any) -> Exception | None:
     """A real number (``lr``, ``eps``, ``weight_decay`` ...)."""
-    if not is_real(value):
-        raise TypeError(f"{label} must be a real number, but got {_describe(value)}")
+    if is_real(value):
+        return None
+    return TypeError(f"{LABEL} must be a real number, but got {_describe(value)}")
 
 
-def integer(label: str, value: Any) -> None:
+def integer(value: Any) -> Exception | None:
     """An integer (``max_iter``, ``ns_steps`` ...)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{label} must be an integer, but got {_describe(value)}")
+    if type(value) is int or (
+        isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+    ):
+        return None
+    return TypeError(f"{LABEL} must be an integer, but got {_describe(value)}")
 
 
-def text(label: str, value: Any) -> None:
+def text(value: Any) -> Exception | None:
     """A string (a mode's name)."""
-    if not isinstance(value, str):
-        raise TypeError(f"{label} must be a str, but got {_describe(value)}")
+    if isinstance(value, str):
+        return None
+    return TypeError(f"{LABEL} must be a str, but got {_describe(value)}")
 
 
-def flag(label: str, value: Any) -> None:
+def flag(value: Any) -> Exception | None:
     """A bool (``amsgrad``, ``maximize`` ...)."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{label} must be a bool, but got {_describe(value)}")
+    if value is True or value is False or isinstance(value, np.bool_):
+        return None
+    return TypeError(f"{LABEL} must be a bool, but got {_describe(value)}")
 
 
 def optional(check: TypeCheck) -> TypeCheck:
     """``check``, or None."""
 
-    def check_optional(label: str, value: Any) -> None:
-        if value is not None:
-            check(label, value)
+    def check_optional(value: Any) -> Exception | None:
+        return None if value is None else check(value)
 
     return check_optional
 
@@ -106,27 +118,25 @@ def optional(check: TypeCheck) -> TypeCheck:
 optional_flag = optional(flag)
 
 
-def one_of(*choices: Any) -> TypeCheck:
-    """One of the given values (``line_search_fn``, ``adjust_lr_fn``)."""
-
-    def check_choice(label: str, value: Any) -> None:
-        if not any(value is c or (isinstance(value, str) and value == c) for c in choices):
-            raise ValueError(f"{label} must be one of {list(choices)}, but got {value!r}")
-
-    return check_choice
+def _relabel(error: Exception, label: str) -> Exception:
+    """``error`` with its value named ``label``."""
+    return type(error)(str(error).replace(LABEL, label))
 
 
 def _sequence(length: int, name: str, items: tuple[TypeCheck, ...]) -> TypeCheck:
-    def check_sequence(label: str, value: Any) -> None:
+    def check_sequence(value: Any) -> Exception | None:
         if not isinstance(value, (tuple, list)):
-            raise TypeError(f"{label} must be a {name} (a tuple), but got {_describe(value)}")
+            return TypeError(f"{LABEL} must be a {name} (a tuple), but got {_describe(value)}")
         if len(value) != length:
-            raise ValueError(
-                f"{label} must be a {name} (a tuple of {length}), but got {value!r} "
+            return ValueError(
+                f"{LABEL} must be a {name} (a tuple of {length}), but got {value!r} "
                 f"of length {len(value)}"
             )
-        for i, (check, item) in enumerate(zip(items, value, strict=True)):
-            check(f"{label}[{i}]", item)
+        for i in range(length):
+            error = items[i](value[i])
+            if error is not None:
+                return _relabel(error, f"{LABEL}[{i}]")
+        return None
 
     return check_sequence
 
@@ -136,24 +146,30 @@ def pair(first: TypeCheck = real, second: TypeCheck = real) -> TypeCheck:
     return _sequence(2, "pair", (first, second))
 
 
-def reals(label: str, value: Any) -> None:
+def reals(value: Any) -> Exception | None:
     """A tuple (or list) of real numbers, of any length (Muon's ``ns_coefficients``, whose
     length its kernel checks with torch's message)."""
     if not isinstance(value, (tuple, list)):
-        raise TypeError(f"{label} must be a tuple of real numbers, but got {_describe(value)}")
+        return TypeError(f"{LABEL} must be a tuple of real numbers, but got {_describe(value)}")
     for i, item in enumerate(value):
-        real(f"{label}[{i}]", item)
+        error = real(item)
+        if error is not None:
+            return _relabel(error, f"{LABEL}[{i}]")
+    return None
 
 
 def check_types(checks: Mapping[str, TypeCheck], values: Mapping[str, Any], where: str) -> None:
-    """Run the type check of every key of ``checks`` that ``values`` holds.
+    """Run the type check of every key of ``checks`` that ``values`` holds; raise the first
+    error.
 
     ``where`` prefixes the key in messages: ``""`` gives ``lr``, ``"param_groups[1]"`` gives
     ``param_groups[1]['lr']``.
     """
     for key, check in checks.items():
         if key in values:
-            check(f"{where}[{key!r}]" if where else key, values[key])
+            error = check(values[key])
+            if error is not None:
+                raise _relabel(error, f"{where}[{key!r}]" if where else key)
 
 
 def wrapper_hint(container: Any, expected: list[str]) -> str:

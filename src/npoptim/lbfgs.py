@@ -55,8 +55,7 @@ class LBFGS(Optimizer):
         history_size: int = 100,
         line_search_fn: str | None = None,
     ) -> None:
-        if max_eval is None:
-            integer("max_iter", max_iter)
+        if max_eval is None and integer(max_iter) is None:  # a bad max_iter: refused below
             max_eval = max_iter * 5 // 4
         defaults = {
             "lr": lr,

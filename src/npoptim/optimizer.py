@@ -200,7 +200,7 @@ class Optimizer:
     @staticmethod
     def _check_ranges(settings: dict[str, Any]) -> None:
         """torch's value checks of the hyperparameters (``Invalid learning rate: -1``), run by
-        the constructor, ``add_param_group`` and ``load_state_dict`` on well-typed values."""
+        the constructor and ``add_param_group`` on well-typed values."""
 
     def _check_settings(self, settings: dict[str, Any], where: str) -> None:
         """Type checks, then torch's value checks, of a group's (or the defaults')
@@ -476,13 +476,13 @@ class Optimizer:
 
         Parameters are matched by position, group by group. Everything is checked before
         anything changes: the argument is a state dict (not a checkpoint holding one), group
-        count and sizes, each group's hyperparameters (the constructor's checks), and each
-        parameter's state: its keys belong to this algorithm (and its options: Adam with
-        ``amsgrad`` needs ``max_exp_avg_sq``), its arrays have the shape the parameter needs
-        and a dtype that casts to the parameter's. Array state is copied once and, for real
-        floating parameters, cast to the parameter's dtype (``step`` excepted), as torch
-        does; read-only arrays are accepted. Names in ``param_names``, if present, replace
-        the optimizer's.
+        count and sizes, each group's hyperparameters (present, and of the types ``step()``
+        requires), and each parameter's state: its keys belong to this algorithm (and its
+        options: Adam with ``amsgrad`` needs ``max_exp_avg_sq``), its arrays have the shape
+        the parameter needs and a dtype that casts to the parameter's. Array state is copied
+        once and, for real floating parameters, cast to the parameter's dtype (``step``
+        excepted), as torch does; read-only arrays are accepted. Names in ``param_names``, if
+        present, replace the optimizer's.
         """
         if not isinstance(state_dict, Mapping):
             raise TypeError(
