@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ._kernel import Array, as_real
+from ._kernels.loop import Array, as_real
 from .optimizer import Optimizer, ParamsT
 from .parameter import Parameter, SparseGrad
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ._kernel import Array
+from ._kernels.loop import Array
 from .optimizer import Optimizer, ParamsT, _dense_params_and_grads, _params_doc
 from .parameter import Parameter
 

@@ -18,7 +18,7 @@ from typing import Any, ClassVar, TypeVar, Union, cast
 
 import numpy as np
 
-from ._kernel import require_numba
+from ._kernels import require_numba
 from .parameter import Parameter, SparseGrad
 
 __all__ = [
