@@ -349,10 +349,13 @@ def test_a_second_process_loads_the_kernel_from_the_cache(tmp_path: Any) -> None
                            capture_output=True, text=True)  # fmt: skip
     second = subprocess.run([sys.executable, "-c", LOAD_FROM_CACHE], check=True, env=env,
                             capture_output=True, text=True)  # fmt: skip
-    assert "data saved" in first.stdout and "_run_rmsprop" in first.stdout
-    assert not any("_run_" in line and "rmsprop" not in line for line in first.stdout.split("\n"))
-    assert "data saved" not in second.stdout, second.stdout
-    assert "data loaded" in second.stdout and "_run_rmsprop" in second.stdout
+    def kernel_lines(out: str, event: str) -> list[str]:
+        return [line for line in out.splitlines() if event in line and "_run" in line]
+
+    assert any("_rmsprop_" in line for line in kernel_lines(first.stdout, "data saved"))
+    assert all("_rmsprop_" in line for line in kernel_lines(first.stdout, "saved")), first.stdout
+    assert not kernel_lines(second.stdout, "saved"), second.stdout
+    assert any("_rmsprop_" in line for line in kernel_lines(second.stdout, "data loaded"))
 
 
 NO_CACHE_FOLDER = """
@@ -398,8 +401,8 @@ def test_pieces_cover_every_element_once_in_the_parameter_memory_order(
     make: Any, contiguous: bool
 ) -> None:
     """The pieces of a parameter and of a C-ordered copy of it (another layout) match element
-    for element, cover every element once, and are contiguous pieces of the parameter where
-    the parameter is contiguous in some order."""
+    for element, cover every element once, and, where the parameter is contiguous in some
+    order, walk its memory in that order (their last axis is contiguous)."""
     p = make(np.arange(720.0).reshape(6, 10, 12))
     copy = np.ascontiguousarray(p)
     seen = []
@@ -407,6 +410,6 @@ def test_pieces_cover_every_element_once_in_the_parameter_memory_order(
         assert 0 < p_piece.size <= 7
         np.testing.assert_array_equal(p_piece, copy_piece)
         assert np.shares_memory(p_piece, p)
-        assert p_piece.flags.c_contiguous or not contiguous
+        assert p_piece.strides[-1] == p.itemsize or not contiguous
         seen += list(p_piece.reshape(-1))
     assert sorted(seen) == sorted(p.reshape(-1))

@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
+import os
 import sys
 import threading
 from collections.abc import Mapping, Sequence
@@ -35,7 +36,7 @@ from typing import Any, cast
 import numpy as np
 
 from . import foreach as foreach_path
-from .loop import Array, get_num_threads, job, run_pieces, set_num_threads
+from .loop import Array, get_num_threads, job, run_pieces, same_layout, set_num_threads
 from .registry import Algorithm
 
 __all__ = [
@@ -110,6 +111,18 @@ _requested_lock = threading.Lock()
 _threads: list[threading.Thread] = []
 
 
+def _after_fork_in_child() -> None:
+    """A forked child has none of its parent's background threads: it starts its own."""
+    global _requested_lock
+    _requested.clear()
+    _threads.clear()
+    _requested_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _compiled_module() -> ModuleType | None:
     """:mod:`.compiled` once a background thread (or ``fused=True``) has imported it."""
     module: ModuleType | None = _background["module"]
@@ -128,11 +141,12 @@ def _prepare_in_background(
 ) -> None:
     """Start compiling (or loading) the kernels this call needs on a background thread, once:
     numba's import and compilation never hold up a step."""
-    present = {name: role is not None for name, role in zip(algorithm.roles, roles, strict=True)}
-    assert algorithm.scalars is not None
-    names = (tuple(algorithm.scalars(shared, per_param)), tuple(algorithm.flags(shared, present)))
-    dtypes = tuple(sorted({np.dtype(p.dtype).str for p in cast(Sequence[Array], roles[0])}))
-    key = (algorithm.name, dtypes, names)
+    scalars, flags = algorithm.numbers(roles, per_param, shared)
+    layouts = {
+        (p.dtype.str, same_layout([None if r is None else r[i] for r in roles]))
+        for i, p in enumerate(cast(Sequence[Array], roles[0]))
+    }
+    key = (algorithm.name, tuple(scalars), tuple(flags), frozenset(layouts))
     with _requested_lock:
         if key in _requested:
             return
@@ -141,10 +155,7 @@ def _prepare_in_background(
     def work() -> None:
         try:
             compiled = importlib.import_module("npoptim._kernels.compiled")
-            for dtype in dtypes:
-                real = compiled.real_dtype(np.dtype(dtype))
-                if real is not None:
-                    compiled.kernel(algorithm, real, *names, wait=True)
+            compiled.prepare(algorithm, roles, per_param, shared)
         except Exception:
             return
 
@@ -187,9 +198,12 @@ def compile_kernels(
     npoptim = importlib.import_module("npoptim")
     for name in names:
         for dtype in dtypes:
-            w = npoptim.Parameter(np.ones(2, dtype=dtype))
-            w.grad = np.ones(2, dtype=dtype)
-            getattr(npoptim, name)([w], fused=True).step()
+            # a step on arrays of one layout, and one on a Fortran-ordered parameter with a
+            # C-ordered gradient: the contiguous kernel and the strided one
+            for order in ("C", "F"):
+                w = npoptim.Parameter(np.ones((2, 2), dtype=np.dtype(dtype), order=order))
+                w.grad = np.ones((2, 2), dtype=dtype)
+                getattr(npoptim, name)([w], fused=True).step()
     return names
 
 

@@ -34,19 +34,29 @@ import ctypes
 import hashlib
 import importlib
 import itertools
+import os
 import threading
 import types
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 import numpy as np
 
-from . import element, loop
-from .loop import Array, get_num_threads, job, parallel_map, pieces, run_pieces, scratch
+from . import element
+from .loop import (
+    Array,
+    as_real,
+    as_rows_and_columns,
+    get_num_threads,
+    job,
+    parallel_map,
+    run_pieces,
+    same_layout,
+)
 from .registry import Algorithm
 
-__all__ = ["kernel", "real_dtype", "run"]
+__all__ = ["kernel", "prepare", "real_dtype", "run"]
 
 # numba is imported as an untyped module: its own annotations vary between versions.
 numba: Any = importlib.import_module("numba")
@@ -162,6 +172,42 @@ def _view(addresses: Any, role: int, block: Any, like: Any) -> Any:
     return numba.carray(_pointer(address + start * like.itemsize, like), (stop - start,))
 
 
+@_jit
+def _row_pointer(addresses: Any, strides: Any, role: int, tile: Any, a: Any, like: Any) -> Any:
+    """A pointer to element ``(a, tile[3])`` of parameter ``tile[0]``'s array of ``role``
+    (seen as rows and columns, ``strides[role, i]`` elements apart), and the column stride."""
+    i = tile[0]
+    offset = a * strides[role, i, 0] + tile[3] * strides[role, i, 1]
+    return _pointer(addresses[role, i] + offset * like.itemsize, like), strides[role, i, 1]
+
+
+@_jit
+def _tile_row(addresses: Any, strides: Any, role: int, tile: Any, a: Any, buffer: Any) -> Any:
+    """Row ``a`` of a tile of ``role``'s array: a view where its columns are contiguous, else
+    a copy in ``buffer[role]`` (written back by :func:`_write_back`); empty for a role the
+    call does not have."""
+    n = tile[4] - tile[3]
+    if addresses[role, tile[0]] == 0:
+        return buffer[role, :0]
+    pointer, stride = _row_pointer(addresses, strides, role, tile, a, buffer)
+    if stride == 1:
+        return numba.carray(pointer, (n,))
+    row = buffer[role]
+    for j in range(n):
+        row[j] = pointer[j * stride]
+    return row
+
+
+@_jit
+def _write_back(addresses: Any, strides: Any, role: int, tile: Any, a: Any, row: Any) -> None:
+    """The copy :func:`_tile_row` made of row ``a`` written back into the array."""
+    if addresses[role, tile[0]] != 0:
+        pointer, stride = _row_pointer(addresses, strides, role, tile, a, row)
+        if stride != 1:
+            for j in range(row.size):
+                pointer[j * stride] = row[j]
+
+
 @_jit_cached
 def _blocks(sizes: Any) -> Any:
     """Work items ``(parameter, start, stop)`` of at most ``_BLOCK`` elements each."""
@@ -211,41 +257,65 @@ def _compile_element(f: Callable[..., Any]) -> Any:
 # The run function walks a range of blocks; threads of :func:`npoptim._kernels.loop.parallel_map`
 # share the blocks of a call (the kernels release the GIL).
 _TEMPLATE = """
-def {run}(addresses, blocks, scalars, flags):
+def {name}_run(addresses, blocks, scalars, flags):
     for k in range(blocks.shape[0]):
-        {block}(addresses, blocks[k], scalars, flags)
+        {name}_block(addresses, blocks[k], scalars, flags)
 
 
-def {block}(addresses, block, scalars, flags):
+def {name}_block(addresses, block, scalars, flags):
     row = scalars[block[0]]
     scalar = Scalars({scalar_fields})
     flag = Flags({flag_fields})
 {views}
 {loops}
+
+
+def {name}_run_strided(addresses, strides, tiles, scalars, flags):
+    for k in range(tiles.shape[0]):
+        {name}_tile(addresses, strides, tiles[k], scalars, flags)
+
+
+def {name}_tile(addresses, strides, tile, scalars, flags):
+    row = scalars[tile[0]]
+    scalar = Scalars({scalar_fields})
+    flag = Flags({flag_fields})
+    buffer = np.empty(({roles}, tile[4] - tile[3]), scalars.dtype)
+    for a in range(tile[1], tile[2]):
+{rows}
+{strided_loops}
+{write_back}
 """
 
 
-def _loops(roles: int, optional: Sequence[int]) -> str:
-    """The loops of a block function: one for each subset of the optional roles present (an
-    absent role's value is the gradient's, which the element update does not use)."""
+def _loops(roles: int, optional: Sequence[int], strided: bool) -> str:
+    """The loops of a block (or tile row): one for each subset of the optional roles present
+    (an absent role's value is the gradient's, which the element update does not use)."""
     written = [r for r in range(roles) if r != 1]
+    indent = "        " if strided else "    "
     lines: list[str] = []
     for present in itertools.product([True, False], repeat=len(optional)):
         taken = [r for r in range(roles) if r not in optional or present[optional.index(r)]]
         tests = [
-            f"addresses[{r}, block[0]] {'!=' if here else '=='} 0"
+            f"addresses[{r}, {'tile' if strided else 'block'}[0]] {'!=' if here else '=='} 0"
             for r, here in zip(optional, present, strict=True)
         ]
-        lines.append(f"    if {' and '.join(tests) or 'True'}:")
-        inputs = ", ".join(f"r{r}[j]" if r in taken else "r1[j]" for r in range(roles))
-        outputs = ", ".join(f"r{r}[j]" if r in taken else "_" for r in written)
-        lines.append("        for j in range(r0.size):")
-        lines.append(f"            {outputs}, = update({inputs}, scalar, flag)")
+
+        def element(r: int) -> str:
+            return f"r{r}[j]"
+
+        inputs = ", ".join(element(r) if r in taken else element(1) for r in range(roles))
+        outputs = ", ".join(element(r) if r in taken else "_" for r in written)
+        lines += [
+            f"{indent}if {' and '.join(tests) or 'True'}:",
+            f"{indent}    for j in range(r0.size):",
+            f"{indent}        {outputs}, = update({inputs}, scalar, flag)",
+        ]
     return "\n".join(lines)
 
 
 class _Source:
-    """The generated source of an algorithm's kernel, and the names it needs."""
+    """The generated source of an algorithm's kernels (contiguous and strided), and the
+    names it needs."""
 
     def __init__(
         self, algorithm: Algorithm, scalar_names: Sequence[str], flag_names: Sequence[str]
@@ -253,33 +323,53 @@ class _Source:
         roles = len(algorithm.roles)
         optional = [algorithm.roles.index(name) for name in algorithm.optional]
         body = _TEMPLATE.format(
-            run="{run}", block="{block}",
+            name="{name}",
             scalar_fields=", ".join(f"row[{k}]" for k in range(len(scalar_names))),
             flag_fields=", ".join(f"flags[{k}]" for k in range(len(flag_names))),
             views="\n".join(
                 f"    r{r} = view(addresses, {r}, block, scalars)" for r in range(roles)
             ),
-            loops=_loops(roles, optional),
+            loops=_loops(roles, optional, strided=False),
+            roles=roles,
+            rows="\n".join(
+                f"        r{r} = tile_row(addresses, strides, {r}, tile, a, buffer)"
+                for r in range(roles)
+            ),
+            strided_loops=_loops(roles, optional, strided=True),
+            write_back="\n".join(
+                f"        write_back(addresses, strides, {r}, tile, a, r{r})"
+                for r in range(roles) if r != 1
+            ),
         )  # fmt: skip
         update = cast(types.FunctionType, algorithm.element)
         digest = hashlib.sha256(
             "\0".join([body, *scalar_names, "|", *flag_names, update.__code__.co_filename]).encode()
         ).hexdigest()[:12]
-        name = f"{algorithm.name}_{digest}"
-        self.run_name = f"_run_{name}"
-        self.text = body.format(run=self.run_name, block=f"_block_{name}")
+        self.name = f"_{algorithm.name}_{digest}"
+        self.text = body.format(name=self.name)
         self.filename = update.__code__.co_filename
         self.scalar_names, self.flag_names = tuple(scalar_names), tuple(flag_names)
 
 
 # --------------------------------------------------------------------------- the kernels
-_kernels: dict[tuple[str, tuple[str, ...], tuple[str, ...]], Any] = {}
+_kernels: dict[tuple[str, tuple[str, ...], tuple[str, ...]], dict[str, Any]] = {}
 _ready: dict[tuple[Any, ...], Any] = {}  # (kernel key, dtype) -> compiled for that dtype
 _build_lock = threading.RLock()
 
 
-def _kernel_function(source: _Source, algorithm: Algorithm) -> Any:
-    """The jitted run function of ``source`` (not yet compiled for any dtype)."""
+def _after_fork_in_child() -> None:
+    """A child forked while a background thread compiled must not wait for that thread."""
+    global _build_lock
+    _build_lock = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _kernel_functions(source: _Source, algorithm: Algorithm) -> dict[str, Any]:
+    """The jitted run functions of ``source``, ``"contiguous"`` and ``"strided"`` (not yet
+    compiled for any dtype)."""
     key = (algorithm.name, source.scalar_names, source.flag_names)
     found = _kernels.get(key)
     if found is not None:
@@ -288,28 +378,31 @@ def _kernel_function(source: _Source, algorithm: Algorithm) -> Any:
     namespace: dict[str, Any] = {
         "__name__": update.__module__,  # numba's cache finds the module of the code by this
         "view": _view,
+        "tile_row": _tile_row,
+        "write_back": _write_back,
+        "np": np,
         "update": _compile_element(update),
         "Scalars": collections.namedtuple(f"{algorithm.name}_scalars", source.scalar_names),
         "Flags": collections.namedtuple(f"{algorithm.name}_flags", source.flag_names),
     }
     # compiled under the name of the algorithm's module, so that numba's cache knows it
     exec(compile(source.text, source.filename, "exec"), namespace)
-    block_name = source.run_name.replace("_run_", "_block_")
-    namespace[block_name] = _jit(namespace[block_name])
-    found = _kernels[key] = _jit_cached(namespace[source.run_name])
+    for part in ("block", "tile"):
+        namespace[f"{source.name}_{part}"] = _jit(namespace[f"{source.name}_{part}"])
+    found = _kernels[key] = {
+        "contiguous": _jit_cached(namespace[f"{source.name}_run"]),
+        "strided": _jit_cached(namespace[f"{source.name}_run_strided"]),
+    }
     return found
 
 
-def _signature(real: np.dtype[Any]) -> Any:
-    """The run function's signature for parameters of the real dtype ``real``."""
+def _signature(real: np.dtype[Any], kind: str) -> Any:
+    """The signature of a run function of ``kind`` for parameters of the real dtype ``real``."""
     t = _numba_types
-    return t.void(t.int64[:, ::1], t.int64[:, ::1], numba.from_dtype(real)[:, ::1], t.boolean[::1])
-
-
-def _names(algorithm: Algorithm, shared: Mapping[str, Any], per_param: Mapping[str, Any],
-           present: Mapping[str, bool]) -> tuple[Any, Any]:  # fmt: skip
-    assert algorithm.scalars is not None
-    return algorithm.scalars(shared, per_param), algorithm.flags(shared, present)
+    table, scalars, flags = t.int64[:, ::1], numba.from_dtype(real)[:, ::1], t.boolean[::1]
+    if kind == "strided":
+        return t.void(table, t.int64[:, :, ::1], table, scalars, flags)
+    return t.void(table, table, scalars, flags)
 
 
 def kernel(
@@ -319,21 +412,46 @@ def kernel(
     flag_names: Sequence[str],
     *,
     wait: bool,
+    kind: str = "contiguous",
 ) -> Any:
-    """The kernel of ``algorithm`` for the real dtype ``real``, compiled (or loaded from
-    numba's cache) on first use; with ``wait=False``, None unless it is ready already."""
-    key = (algorithm.name, tuple(scalar_names), tuple(flag_names), real)
+    """The kernel of ``kind`` (``"contiguous"`` arrays or ``"strided"`` rows) of
+    ``algorithm`` for the real dtype ``real``, compiled (or loaded from numba's cache) on
+    first use; with ``wait=False``, None unless it is ready already."""
+    key = (algorithm.name, tuple(scalar_names), tuple(flag_names), real, kind)
     found = _ready.get(key)
     if found is not None or not wait:
         return found
     with _build_lock:  # one compilation at a time (numba has a lock of its own, too)
         if key not in _ready:
-            function = _kernel_function(_Source(algorithm, scalar_names, flag_names), algorithm)
+            source = _Source(algorithm, scalar_names, flag_names)
+            function = _kernel_functions(source, algorithm)[kind]
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", numba.NumbaWarning)
-                function.compile(_signature(real))
+                function.compile(_signature(real, kind))
             _ready[key] = function
         return _ready[key]
+
+
+def prepare(
+    algorithm: Algorithm,
+    roles: Sequence[Sequence[Array] | None],
+    per_param: Mapping[str, Sequence[Any]],
+    shared: Mapping[str, Any],
+) -> None:
+    """Compile (or load) every kernel a call with these arguments needs."""
+    scalars, flags = algorithm.numbers(roles, per_param, shared)
+    for real, kind in _needed(roles):
+        kernel(algorithm, real, list(scalars), list(flags), wait=True, kind=kind)
+
+
+def _needed(roles: Sequence[Sequence[Array] | None]) -> set[tuple[np.dtype[Any], str]]:
+    """The (real dtype, kind) of the kernels the parameters of ``roles`` need."""
+    needed = set()
+    for i, p in enumerate(cast(Sequence[Array], roles[0])):
+        if p.dtype in _REAL:
+            arrays = [None if r is None else r[i] for r in roles]
+            needed.add((_REAL[p.dtype], "contiguous" if same_layout(arrays) else "strided"))
+    return needed
 
 
 # ------------------------------------------------------------------------ the Python side
@@ -349,8 +467,7 @@ def run(
     :func:`npoptim._kernels.elementwise`); False, having changed nothing, when a kernel is
     not ready (``wait=False``: the caller runs a NumPy path). Parameters of a dtype the
     kernels do not compute in (float16, ...) take the for-loop path."""
-    present = {name: role is not None for name, role in zip(algorithm.roles, roles, strict=True)}
-    scalars, flags = _names(algorithm, shared, per_param, present)
+    scalars, flags = algorithm.numbers(roles, per_param, shared)
     scalar_names, flag_names = list(scalars), list(flags)
     params = cast(Sequence[Array], roles[0])
     by_dtype: dict[np.dtype[Any], list[int]] = {}
@@ -361,17 +478,17 @@ def run(
         else:
             others.append(i)
     kernels = {}
-    for dtype in by_dtype:
-        real = _REAL[dtype]
-        found = kernel(algorithm, real, scalar_names, flag_names, wait=wait)
+    for real, kind in _needed(roles):
+        found = kernel(algorithm, real, scalar_names, flag_names, wait=wait, kind=kind)
         if found is None:
             return False
-        kernels[dtype] = found
-    run_pieces(algorithm.piece, [job(roles, per_param, shared, i) for i in others])
+        kernels[real, kind] = found
     flag_array = np.array(list(flags.values()), dtype=np.bool_)
     for dtype, members in by_dtype.items():
         table = _scalar_table(scalars, members, _REAL[dtype])
-        _run_dtype(kernels[dtype], roles, members, table, flag_array)
+        functions = {kind: kernels.get((_REAL[dtype], kind)) for kind in ("contiguous", "strided")}
+        others += _run_dtype(functions, roles, members, table, flag_array)
+    run_pieces(algorithm.piece, [job(roles, per_param, shared, i) for i in others])
     return True
 
 
@@ -386,28 +503,21 @@ def _scalar_table(scalars: Mapping[str, Any], members: Sequence[int], real: np.d
     return table
 
 
-def _whole(arrays: Iterable[Array | None], like: Array) -> bool:
-    """Whether the arrays share ``like``'s size and one contiguous layout (C or Fortran)."""
-    present = [a for a in arrays if a is not None]
-    return all(a.size == like.size for a in present) and (
-        all(a.flags.c_contiguous for a in present) or all(a.flags.f_contiguous for a in present)
-    )
-
-
 def _run_dtype(
-    function: Any,
+    functions: Mapping[str, Any],
     roles: Sequence[Sequence[Array] | None],
     members: Sequence[int],
     scalars: Array,
     flags: Array,
-) -> None:
-    """The kernel on the parameters ``members`` (all of one dtype): those whose arrays share
-    one contiguous layout in one call, the others piece by piece (:func:`_run_staged`)."""
+) -> list[int]:
+    """The kernels on the parameters ``members`` (all of one dtype): those whose arrays share
+    one contiguous layout in one call of the contiguous kernel, the others in one call of the
+    strided kernel (:func:`_run_strided`). Returns the parameters neither can take (strided
+    views of 3 or more axes that cannot be seen as rows and columns), for the for-loop path."""
     whole: list[int] = []
-    staged: list[int] = []
+    mixed: list[int] = []
     for k, i in enumerate(members):
-        arrays = [None if r is None else r[i] for r in roles]
-        (whole if _whole(arrays, cast(Array, arrays[0])) else staged).append(k)
+        (whole if same_layout([None if r is None else r[i] for r in roles]) else mixed).append(k)
     if whole:
         table = np.zeros((len(roles), len(whole)), dtype=np.int64)
         for row, role in enumerate(roles):
@@ -418,51 +528,67 @@ def _run_dtype(
                 else:
                     table[row] = [a.ctypes.data for a in chosen]
         addresses = _data_addresses(table) if _READ_DATA_FIELD else table
-        sizes = np.array([roles[0][members[k]].size for k in whole], dtype=np.int64)  # type: ignore[index]
-        if roles[0][members[0]].dtype.kind == "c":  # type: ignore[index]
+        params = cast(Sequence[Array], roles[0])
+        sizes = np.array([params[members[k]].size for k in whole], dtype=np.int64)
+        if params[members[0]].dtype.kind == "c":
             sizes *= 2  # pairs of reals
-        _launch(function, addresses, sizes, scalars[whole], flags)
-    for k in staged:
-        arrays = [None if r is None else loop.as_real(r[members[k]]) for r in roles]
-        _run_staged(function, arrays, scalars[k : k + 1], flags)
+        _launch(functions["contiguous"], addresses, _blocks(sizes), scalars[whole], flags, sizes)
+    matrices, taken, left = [], [], []
+    for k in mixed:
+        found = as_rows_and_columns([None if r is None else as_real(r[members[k]]) for r in roles])
+        if found is None:
+            left.append(members[k])
+        else:
+            matrices.append(found)
+            taken.append(k)
+    if taken:
+        _run_strided(functions["strided"], matrices, scalars[taken], flags)
+    return left
 
 
-def _run_staged(
-    function: Any, arrays: Sequence[Array | None], scalars: Array, flags: Array
+#: Rows and columns of the tiles of the strided kernel: a tile's columns of an array whose
+#: rows are contiguous in memory stay in the L1 cache while the kernel walks its rows.
+_TILE = (64, 512)
+
+
+def _run_strided(
+    function: Any, matrices: Sequence[Sequence[Array | None]], scalars: Array, flags: Array
 ) -> None:
-    """The kernel on one parameter whose arrays do not share a contiguous layout: pieces in
-    the parameter's memory order, a batch of them (one per thread) at a time; the piece of
-    an array that is not contiguous in that order is copied to a scratch buffer before the
-    kernel runs and, unless it is the gradient, copied back after."""
-    p = cast(Array, arrays[0])
-    limit = max(1, loop.CHUNK_BYTES // p.itemsize)
-    all_pieces = pieces(arrays, limit)
-    batch = max(1, get_num_threads())
-    rows = np.repeat(scalars, batch, axis=0)
-    for start in range(0, len(all_pieces), batch):
-        chosen = all_pieces[start : start + batch]
-        staged: list[tuple[Array, Array, bool]] = []  # (buffer, piece, copy back)
-        table = np.zeros((len(arrays), len(chosen)), dtype=np.int64)
-        for k, views in enumerate(chosen):
-            for r, view in enumerate(views):
-                if view is None:
-                    continue
-                if not view.flags.c_contiguous:
-                    buffer = scratch(view.size, view.dtype, 32 + r * batch + k).reshape(view.shape)
-                    staged.append((buffer, view, r != 1))
-                    view = buffer
-                table[r, k] = view.ctypes.data
-        parallel_map(lambda item: np.copyto(item[0], item[1]), staged)
-        sizes = np.array([cast(Array, views[0]).size for views in chosen], dtype=np.int64)
-        _launch(function, table, sizes, rows[: len(chosen)], flags)
-        parallel_map(lambda item: np.copyto(item[1], item[0]), [s for s in staged if s[2]])
+    """The strided kernel on parameters whose arrays do not share a contiguous layout, each
+    given as rows and columns in the parameter's memory order (a Fortran-ordered parameter's
+    columns are its rows): tiles of them, shared among threads."""
+    addresses = np.zeros((len(matrices[0]), len(matrices)), dtype=np.int64)
+    strides = np.zeros((len(matrices[0]), len(matrices), 2), dtype=np.int64)
+    tiles: list[tuple[int, int, int, int, int]] = []
+    for i, views in enumerate(matrices):
+        for r, m in enumerate(views):
+            if m is not None:
+                addresses[r, i] = m.ctypes.data
+                strides[r, i] = [m.strides[0] // m.itemsize, m.strides[1] // m.itemsize]
+        rows, columns = cast(Array, views[0]).shape
+        tiles += [
+            (i, a, min(a + _TILE[0], rows), c, min(c + _TILE[1], columns))
+            for a in range(0, rows, _TILE[0])
+            for c in range(0, columns, _TILE[1])
+        ]  # fmt: skip
+    table = np.array(tiles, dtype=np.int64).reshape(-1, 5)
+    work = int(((table[:, 2] - table[:, 1]) * (table[:, 4] - table[:, 3])).sum())
+    threads = min(get_num_threads(), work // _PER_THREAD)
+    scalars = np.ascontiguousarray(scalars)
+    if threads <= 1:
+        function(addresses, strides, table, scalars, flags)
+        return
+    bounds = np.linspace(0, len(table), 4 * threads + 1).astype(np.int64)
+    ranges = [(int(a), int(b)) for a, b in itertools.pairwise(bounds) if b > a]
+    parallel_map(lambda r: function(addresses, strides, table[r[0] : r[1]], scalars, flags), ranges)
 
 
-def _launch(function: Any, addresses: Array, sizes: Array, scalars: Array, flags: Array) -> None:
-    """``function`` over every block of the parameters of ``sizes``, shared among threads: one
-    for each ``_PER_THREAD`` elements, up to :func:`get_num_threads` (on less work, waking
-    threads costs more than it saves)."""
-    blocks = _blocks(sizes)
+def _launch(
+    function: Any, addresses: Array, blocks: Array, scalars: Array, flags: Array, sizes: Array
+) -> None:
+    """``function`` over ``blocks``, shared among threads: one for each ``_PER_THREAD``
+    elements, up to :func:`get_num_threads` (on less work, waking threads costs more than it
+    saves)."""
     scalars = np.ascontiguousarray(scalars)
     threads = min(get_num_threads(), int(sizes.sum()) // _PER_THREAD)
     if threads <= 1:

@@ -161,6 +161,38 @@ def memory_order(a: Array) -> tuple[int, ...]:
     return tuple(sorted(range(a.ndim), key=lambda axis: -abs(a.strides[axis])))
 
 
+def same_layout(arrays: Sequence[Array | None]) -> bool:
+    """Whether the arrays (None aside) share one contiguous layout, C or Fortran order."""
+    present = [a for a in arrays if a is not None]
+    return all(a.flags.c_contiguous for a in present) or all(a.flags.f_contiguous for a in present)
+
+
+def as_rows_and_columns(arrays: Sequence[Array | None]) -> list[Array | None] | None:
+    """2-D views (rows, columns) of same-shaped arrays (None stays None), in the memory order
+    of ``arrays[0]``: element ``[a, j]`` of each is the same element of the arrays, rows and
+    columns each a fixed stride apart in every array. None where an array cannot be seen so
+    (its leading axes, in that order, do not merge into one)."""
+    first = arrays[0]
+    assert first is not None
+    order = [axis for axis in memory_order(first) if first.shape[axis] != 1]
+    views = [None if a is None else a.transpose(*order, *(
+        axis for axis in range(a.ndim) if axis not in order)) for a in arrays]  # fmt: skip
+    shape = [first.shape[axis] for axis in order] or [1]
+    rows = int(np.prod(shape[:-1]))
+    found: list[Array | None] = []
+    for v in views:
+        if v is None:
+            found.append(None)
+            continue
+        strides = list(v.strides[: len(order)]) or [v.itemsize]
+        if any(strides[k] != shape[k + 1] * strides[k + 1] for k in range(len(shape) - 2)):
+            return None
+        row_stride = strides[-2] if len(shape) > 1 else 0
+        found.append(np.lib.stride_tricks.as_strided(
+            v, (rows, shape[-1]), (row_stride, strides[-1]), writeable=True))  # fmt: skip
+    return found
+
+
 def pieces(arrays: Sequence[Array | None], limit: int) -> list[list[Array | None]]:
     """Matching views of same-shaped ``arrays`` (None stays None) that cover them in pieces
     of at most ``limit`` elements, taken in the memory order of ``arrays[0]``: each piece of
@@ -171,6 +203,10 @@ def pieces(arrays: Sequence[Array | None], limit: int) -> list[list[Array | None
     assert first is not None
     if first.ndim == 0:
         return [list(arrays)]
+    if not same_layout(arrays):
+        matrices = as_rows_and_columns(arrays)
+        if matrices is not None:  # tiles, so that every array's piece stays in the cache
+            return _tiles(matrices, limit)
     order = memory_order(first)
     views = [None if a is None else a.transpose(order) for a in arrays]
     if all(v.flags.c_contiguous for v in views if v is not None):
@@ -192,6 +228,23 @@ def pieces(arrays: Sequence[Array | None], limit: int) -> list[list[Array | None
             index = (*outer, slice(start, start + step))
             found.append([None if v is None else v[index] for v in views])
     return found
+
+
+#: Columns of the tiles of :func:`pieces` when layouts differ: a tile of an array whose rows
+#: are contiguous in memory is read row by row from the cache.
+_TILE_COLUMNS = 512
+
+
+def _tiles(matrices: Sequence[Array | None], limit: int) -> list[list[Array | None]]:
+    """Tiles of at most ``limit`` elements of same-shaped 2-D arrays."""
+    rows, columns = cast(Array, matrices[0]).shape
+    width = min(columns, _TILE_COLUMNS, limit)
+    height = max(1, limit // width)
+    return [
+        [None if m is None else m[a : a + height, c : c + width] for m in matrices]
+        for a in range(0, rows, height)
+        for c in range(0, columns, width)
+    ]
 
 
 # ------------------------------------------------------------------------------- threads

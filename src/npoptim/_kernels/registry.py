@@ -79,6 +79,18 @@ class Algorithm:
     scalars: Callable[[Mapping[str, Any], Mapping[str, Sequence[Any]]], Scalars] | None = None
     flags: Callable[[Mapping[str, Any], Mapping[str, bool]], Flags] = field(default=_no_flags)
 
+    def numbers(
+        self,
+        roles: Sequence[object | None],
+        per_param: Mapping[str, Sequence[Any]],
+        shared: Mapping[str, Any],
+    ) -> tuple[Scalars, Flags]:
+        """The scalars and flags of the element update for a call with these ``roles`` (None
+        for an absent one) and piece keyword arguments."""
+        assert self.scalars is not None, f"{self.name} has no element update"
+        present = {name: role is not None for name, role in zip(self.roles, roles, strict=True)}
+        return self.scalars(shared, per_param), self.flags(shared, present)
+
 
 #: Every elementwise optimizer class, and the module of npoptim that declares its algorithm
 #: (its ``ALGORITHM``). One line per optimizer.
