@@ -208,24 +208,15 @@ def _write_back(addresses: Any, strides: Any, role: int, tile: Any, a: Any, row:
                 pointer[j * stride] = row[j]
 
 
-@_jit_cached
-def _blocks(sizes: Any) -> Any:
-    """Work items ``(parameter, start, stop)`` of at most ``_BLOCK`` elements each."""
-    count = 0
-    for n in sizes:
-        count += max(1, (n + _BLOCK - 1) // _BLOCK)
-    blocks = np.empty((count, 3), dtype=np.int64)
-    k = 0
-    for i in range(sizes.size):
-        start = 0
-        while True:
-            stop = min(start + _BLOCK, sizes[i])
-            blocks[k, 0], blocks[k, 1], blocks[k, 2] = i, start, stop
-            k += 1
-            start = stop
-            if start >= sizes[i]:
-                break
-    return blocks
+def _blocks(sizes: Array) -> Array:
+    """Work items ``(parameter, start, stop)`` of at most ``_BLOCK`` elements each (one, maybe
+    empty, for a parameter without elements)."""
+    counts = np.maximum(1, -(-sizes // _BLOCK))
+    param = np.repeat(np.arange(len(sizes), dtype=np.int64), counts)
+    start = (
+        np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(counts.cumsum() - counts, counts)
+    ) * _BLOCK
+    return np.stack([param, start, np.minimum(start + _BLOCK, sizes[param])], axis=1)
 
 
 _compiled_helpers: dict[Callable[..., Any], Any] = {}
