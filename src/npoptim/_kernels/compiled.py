@@ -1,27 +1,31 @@
 """The compiled path: numba kernels generated from the algorithms' element updates.
 
 An algorithm declares its update of one element (``Algorithm.element``, plain Python in its
-own module, next to its NumPy piece function). This module makes a parallel kernel of it: a
-small generated function walks the blocks of every parameter of a call on numba's threads and
-applies the element update to each element, reading the parameter and its arrays once and
-writing them once. numba compiles it without fast-math (no reordering, no ``a * b + c``
+own module, next to its NumPy piece function). This module generates a small kernel from it
+(:data:`_TEMPLATE`) that walks blocks of the parameters of a call and applies the element
+update to each element, reading the parameter and its arrays once and writing them once; the
+blocks are shared among :func:`~npoptim._kernels.loop.get_num_threads` threads (the kernels
+release the GIL). numba compiles it without fast-math (no reordering, no ``a * b + c``
 contracted into a fused multiply-add) and with NumPy's rules for division by zero, so the
 results are bit-identical to the NumPy paths', as ``tests/test_paths.py`` checks.
 
 Compile only what runs: each kernel is compiled (or loaded from numba's disk cache) the first
-time an algorithm runs on a dtype, alone: about 2-3 s when compiled, a fraction of that when
-loaded. :func:`kernel` with ``wait=False`` (the default path) never waits: it starts the
-compilation on a background thread and returns None until the kernel is ready, and the NumPy
-paths serve meanwhile (with the same results). The generated source is compiled under the
-file name of the algorithm's module, so numba's cache finds it again in the next process and
-sees when that module changes.
+time an algorithm runs on a dtype, alone. :func:`kernel` with ``wait=False`` (the default
+path) never compiles: it returns None until the kernel is ready, and the caller steps on
+NumPy meanwhile while :func:`prepare` runs on a background thread. The generated source is
+compiled under the file name and module of the algorithm's module, so numba's cache finds it
+again in the next process and sees when that module changes; its function names carry a
+digest of the source, so a change of the template makes new cache entries.
 
 The arrays reach a kernel as a table of addresses (one row per role: parameter, gradient, each
-state; 0 for an absent role), their sizes, one row of scalars per parameter in the parameter's
-dtype (a float32 parameter computes in float32, as NumPy does with Python numbers) and the
-flags. Arrays in one contiguous layout go in whole; the others (a Fortran-ordered parameter
-with a C-ordered gradient, strided views) go in pieces in the parameter's memory order, the
-pieces of the arrays that are not contiguous in that order copied to scratch buffers and back.
+state; 0 for an absent role), one row of scalars per parameter in the parameter's dtype (a
+float32 parameter computes in float32, as NumPy does with Python numbers) and the flags. Each
+algorithm has two kernels: the *contiguous* one, for parameters whose arrays share one
+contiguous layout (flat blocks), and the *strided* one, for the others (a Fortran-ordered
+parameter with a C-ordered gradient, strided views, state in another order): their arrays seen
+as rows and columns in the parameter's memory order and cut into tiles; a tile row of an array
+whose columns are not contiguous is gathered into a small buffer, updated there and written
+back. A parameter that cannot be seen as rows and columns takes the for-loop path.
 
 This module imports numba; :mod:`npoptim._kernels` imports it only when the compiled path is
 used.
@@ -240,13 +244,15 @@ def _compile_element(f: Callable[..., Any]) -> Any:
 
 
 # ------------------------------------------------------------------------ code generation
-# For each algorithm, a kernel made of two generated functions. The block function reads its
+# For each algorithm, two kernels of two generated functions each. The block function reads its
 # parameter's row of scalars and the flags into named tuples (the fields that the algorithm's
 # ``scalars`` and ``flags`` return, which the compiler keeps in registers), takes a view of
 # each role and runs the element update over the block: one loop for each set of optional
 # roles present, so that no loop touches an array it does not need and each one vectorizes.
-# The run function walks a range of blocks; threads of :func:`npoptim._kernels.loop.parallel_map`
-# share the blocks of a call (the kernels release the GIL).
+# The tile function does the same row by row over a tile of rows and columns, a row of an
+# array whose columns are not contiguous gathered into a buffer first and written back after.
+# The run functions walk a range of blocks (tiles); threads of
+# :func:`npoptim._kernels.loop.parallel_map` share those of a call (the kernels release the GIL).
 _TEMPLATE = """
 def {name}_run(addresses, blocks, scalars, flags):
     for k in range(blocks.shape[0]):
@@ -290,12 +296,8 @@ def _loops(roles: int, optional: Sequence[int], strided: bool) -> str:
             f"addresses[{r}, {'tile' if strided else 'block'}[0]] {'!=' if here else '=='} 0"
             for r, here in zip(optional, present, strict=True)
         ]
-
-        def element(r: int) -> str:
-            return f"r{r}[j]"
-
-        inputs = ", ".join(element(r) if r in taken else element(1) for r in range(roles))
-        outputs = ", ".join(element(r) if r in taken else "_" for r in written)
+        inputs = ", ".join(f"r{r}[j]" if r in taken else "r1[j]" for r in range(roles))
+        outputs = ", ".join(f"r{r}[j]" if r in taken else "_" for r in written)
         lines += [
             f"{indent}if {' and '.join(tests) or 'True'}:",
             f"{indent}    for j in range(r0.size):",

@@ -11,8 +11,10 @@ know no algorithm by name.
 
 :data:`ELEMENTWISE` and :data:`OTHERS` list every optimizer class; tests, tools and benchmarks
 iterate them instead of keeping lists of their own. Adding an elementwise optimizer is its
-module (class, functional kernel, piece and element functions, declaration) plus one line in
-:data:`ELEMENTWISE`.
+module (class, functional kernel, piece and element functions, declaration), one line in
+:data:`ELEMENTWISE`, its exports (``npoptim/__init__.py``, ``npoptim/functional.py``), and
+its test reference and configurations; the three paths, the path and allocation tests, the
+golden tool and the benchmark take it from here.
 
 This module imports nothing of npoptim: every other part imports it, never the reverse.
 """
