@@ -92,7 +92,7 @@ def main() -> None:
             if cache == "empty" and args.skip_empty:
                 continue
             times = []
-            for _ in range(args.repeats if cache == "warm" else 1):
+            for _ in range(args.repeats):
                 with tempfile.TemporaryDirectory() as folder:
                     env = {**base, "NUMBA_CACHE_DIR": os.environ.get("WARM_CACHE", folder)}
                     if cache == "warm":
