@@ -20,6 +20,21 @@ are not elementwise, run on their for-loop path only; Muon, which takes matrices
 the workloads' shapes as matrices (W1: the 54 weights of rank >= 2, reshaped to
 ``(out, in * kh * kw)``; W2: 2,000 of 16 x 16; W3: 1,000 x 16,000).
 
+torch runs with ``THP_MEM_ALLOC_ENABLE=1`` (set here before torch is imported): NumPy's
+allocations get transparent huge pages by themselves, torch's allocator only when asked, and
+without them torch's for-loop and foreach steps on large tensors take up to twice as long.
+The "torch compiled" column is ``torch.compile`` of ``optimizer.step`` (the recipe torch
+documents for optimizers without a fused kernel), for the elementwise optimizers on the
+workloads of ``--compile-workloads`` (W1 and W3 by default: compiling a step over W2's 2,000
+tensors takes many minutes); its compile time (the first call) is reported apart, and a
+compilation that fails is noted and leaves the column empty.
+
+The bandwidth bound: each elementwise optimizer must read every parameter, gradient and state
+array once and write every parameter and state array once per step; those bytes over the
+machine's memory bandwidth (measured here: ``a += b`` on arrays of 256 MiB on ``--threads``
+threads, bytes read plus bytes written per second) are about the least time a step can
+take. The table gives that bound and npoptim's fastest path over it.
+
 Both libraries use the same number of threads (``--threads``, 2 by default): torch through
 ``torch.set_num_threads``, npoptim through ``npoptim.set_num_threads`` (numba's threads on the
 fused path) and BLAS (Muon's matrix products) through the usual environment variables, set
@@ -53,6 +68,9 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--markdown", action="store_true", help="print the tables as markdown")
     parser.add_argument("--workloads", default="W1,W2,W3,W4,sweep", help="comma-separated")
     parser.add_argument("--optimizers", default="", help="comma-separated (default: all)")
+    parser.add_argument(
+        "--compile-workloads", default="W1,W3", help="workloads with a torch.compile column"
+    )
     return parser.parse_args()
 
 
@@ -60,6 +78,8 @@ ARGS = _parse() if __name__ == "__main__" else None
 if ARGS is not None:  # BLAS reads these when it loads, with NumPy or torch
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(ARGS.threads)
+    # torch's allocator asks for transparent huge pages only with this, read when it starts
+    os.environ["THP_MEM_ALLOC_ENABLE"] = "1"
 
 # ruff: noqa: E402  (the imports follow the thread settings on purpose)
 import gc
@@ -76,26 +96,20 @@ import numpy as np
 import torch
 
 import npoptim
+from npoptim._kernels import registry
 
 Shape = tuple[int, ...]
 
+#: Hyperparameters other than the defaults.
+HYPERPARAMETERS: dict[str, dict[str, Any]] = {"SGD": {"lr": 1e-3, "momentum": 0.9}}
+#: Every optimizer of the registry but SparseAdam (W4, below) and LBFGS (a closure per step).
 OPTIMIZERS: dict[str, dict[str, Any]] = {
-    "SGD": {"lr": 1e-3, "momentum": 0.9},
-    "Adam": {},
-    "AdamW": {},
-    "RMSprop": {},
-    "Adagrad": {},
-    "Adadelta": {},
-    "Adamax": {},
-    "ASGD": {},
-    "Rprop": {},
-    "NAdam": {},
-    "RAdam": {},
-    "Adafactor": {},
-    "Muon": {},
+    name: HYPERPARAMETERS.get(name, {})
+    for name in registry.optimizer_names()
+    if name not in {"SparseAdam", "LBFGS"}
 }
 TORCH_FUSED = {"SGD", "Adam", "AdamW", "Adagrad"}
-NOT_ELEMENTWISE = {"Adafactor", "Muon"}
+NOT_ELEMENTWISE = set(registry.OTHERS)
 HAS_NUMBA = importlib.util.find_spec("numba") is not None
 
 
@@ -132,8 +146,11 @@ MUON_WORKLOADS: dict[str, list[Shape]] = {
 class Variant:
     """One optimizer on one path of one library, with its own copy of the parameters."""
 
-    def __init__(self, library: str, path: str, step: Callable[[], object]) -> None:
+    def __init__(
+        self, library: str, path: str, step: Callable[[], object], optimizer: Any = None
+    ) -> None:
         self.library, self.path, self.step = library, path, step
+        self.optimizer = optimizer
         self.samples: list[float] = []
 
     def time_step(self) -> None:
@@ -148,13 +165,14 @@ class Variant:
 
 def _flags(path: str) -> dict[str, bool]:
     return {"for-loop": {"foreach": False}, "foreach": {"foreach": True},
-            "fused": {"fused": True}, "default": {}}[path]  # fmt: skip
+            "fused": {"fused": True}, "default": {}, "compiled": {}}[path]  # fmt: skip
 
 
-def torch_paths(name: str) -> list[str]:
+def torch_paths(name: str, compiled: bool = False) -> list[str]:
     if name in NOT_ELEMENTWISE:
         return ["for-loop"]
-    return ["for-loop", "foreach"] + (["fused"] if name in TORCH_FUSED else [])
+    paths = ["for-loop", "foreach"] + (["fused"] if name in TORCH_FUSED else [])
+    return paths + (["compiled"] if compiled else [])
 
 
 def npoptim_paths(name: str) -> list[str]:
@@ -173,11 +191,49 @@ def make_variant(
         tparams = [torch.nn.Parameter(torch.from_numpy(v.copy())) for v in values]
         for p, g in zip(tparams, grads, strict=True):
             p.grad = torch.from_numpy(g.copy())
-        return Variant(library, path, getattr(torch.optim, name)(tparams, **kwargs).step)
+        optimizer = getattr(torch.optim, name)(tparams, **kwargs)
+        if path == "compiled":
+            return compiled_variant(optimizer)
+        return Variant(library, path, optimizer.step)
     nparams = [npoptim.Parameter(v.copy()) for v in values]
     for p, g in zip(nparams, grads, strict=True):
         p.grad = g.copy()
-    return Variant(library, path, getattr(npoptim, name)(nparams, **kwargs).step)
+    optimizer = getattr(npoptim, name)(nparams, **kwargs)
+    return Variant(library, path, optimizer.step, optimizer)
+
+
+class CompiledVariant(Variant):
+    """torch.compile of ``optimizer.step``; the first call compiles, and its time is kept."""
+
+    def __init__(self, step: Callable[[], object]) -> None:
+        super().__init__("torch", "compiled", step)
+        self.compile_s: float | None = None
+        self.error: str | None = None
+
+    def warm_up(self) -> None:
+        if self.compile_s is None and self.error is None:
+            start = time.perf_counter()
+            try:
+                self.step()
+            except Exception as error:  # noted in the report
+                self.error = f"{type(error).__name__}: {error}"[:200]
+                print(f"    torch.compile failed: {self.error}", flush=True)
+                return
+            self.compile_s = time.perf_counter() - start
+        elif self.error is None:
+            self.step()
+
+    def time_step(self) -> None:
+        if self.error is None:
+            super().time_step()
+
+
+def compiled_variant(optimizer: Any) -> CompiledVariant:
+    @torch.compile(fullgraph=False)
+    def step() -> None:
+        optimizer.step()
+
+    return CompiledVariant(step)
 
 
 #: Pause before each timed step, so that the worker threads of the step before (which spin
@@ -188,7 +244,10 @@ PAUSE_S = 0.005
 def run_round_robin(variants: list[Variant], warmup: int, repeats: int) -> None:
     for v in variants:
         for _ in range(warmup):
-            v.step()
+            if isinstance(v, CompiledVariant):
+                v.warm_up()
+            else:
+                v.step()
     order = random.Random(0)
     for _ in range(repeats):
         for v in order.sample(variants, len(variants)):  # a new order each round
@@ -203,19 +262,63 @@ def dense_workload(shapes: Sequence[Shape], seed: int = 0) -> tuple[list[Any], l
     return values, grads
 
 
-def bench_dense(workload: str, names: Sequence[str], warmup: int, repeats: int) -> list[dict]:
+def bytes_moved(optimizer: npoptim.Optimizer) -> int:
+    """The bytes an elementwise step must move at least: every parameter, gradient and state
+    array (of the parameter's size) read once, every parameter and state array written once."""
+    total = 0
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            states = [
+                v for v in optimizer.state[p].values()
+                if isinstance(v, np.ndarray) and v.size == p.size
+            ]  # fmt: skip
+            total += p.nbytes * (1 + 2 * (1 + len(states)))
+    return total
+
+
+def memory_bandwidth(threads: int, size: int = 1 << 28) -> float:
+    """The machine's memory bandwidth as an optimizer step uses it: bytes read plus bytes
+    written per second by ``a += b`` on two arrays of ``size`` bytes, shared among ``threads``
+    threads (the best of 5). An in-place update, like an optimizer's (a copy to another array
+    would also read the destination before writing it, which this count would not see)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    a = np.ones(size // 4, dtype=np.float32)
+    b = np.ones_like(a)
+    parts = np.array_split(np.arange(a.size), threads)
+    bounds = [(int(part[0]), int(part[-1]) + 1) for part in parts]
+    best = float("inf")
+    with ThreadPoolExecutor(threads) as pool:
+        for _ in range(5):
+            start = time.perf_counter()
+            list(pool.map(lambda r: np.add(a[r[0] : r[1]], b[r[0] : r[1]], out=a[r[0] : r[1]]),
+                          bounds))  # fmt: skip
+            best = min(best, time.perf_counter() - start)
+    return 3 * size / best
+
+
+def bench_dense(
+    workload: str, names: Sequence[str], warmup: int, repeats: int, compiled: bool = False
+) -> list[dict]:
     rows = []
     for name in names:
         shapes = (MUON_WORKLOADS if name == "Muon" else WORKLOADS)[workload]
         values, grads = dense_workload(shapes)
-        variants = [make_variant("torch", name, p, values, grads) for p in torch_paths(name)]
+        variants = [make_variant("torch", name, p, values, grads)
+                    for p in torch_paths(name, compiled)]  # fmt: skip
         variants += [make_variant("npoptim", name, p, values, grads) for p in npoptim_paths(name)]
         del values, grads
         slow = name == "Muon" and workload != "W2"  # seconds a step: fewer of them
         run_round_robin(variants, min(warmup, 1) if slow else warmup, 3 if slow else repeats)
-        row = {"workload": workload, "optimizer": name}
-        row["times_ms"] = {f"{v.library} {v.path}": v.median for v in variants}
-        row["samples_ms"] = {f"{v.library} {v.path}": v.samples for v in variants}
+        row: dict[str, Any] = {"workload": workload, "optimizer": name}
+        row["times_ms"] = {f"{v.library} {v.path}": v.median for v in variants if v.samples}
+        row["samples_ms"] = {f"{v.library} {v.path}": v.samples for v in variants if v.samples}
+        for v in variants:
+            if isinstance(v, CompiledVariant):
+                row["torch_compile_s"] = v.compile_s
+                row["torch_compile_error"] = v.error
+        if name not in NOT_ELEMENTWISE:
+            row["bytes_per_step"] = bytes_moved(variants[-1].optimizer)
         rows.append(row)
         print(f"  {workload} {name}: " + ", ".join(
             f"{k} {t:.2f}" for k, t in row["times_ms"].items()), flush=True)  # fmt: skip
@@ -294,7 +397,7 @@ def targets(row: dict) -> dict[str, tuple[float, float] | None]:
     return out
 
 
-COLUMNS = ["torch for-loop", "torch foreach", "torch fused",
+COLUMNS = ["torch for-loop", "torch foreach", "torch fused", "torch compiled",
            "npoptim for-loop", "npoptim foreach", "npoptim fused", "npoptim default"]  # fmt: skip
 
 
@@ -305,8 +408,9 @@ def _cell(ratio_limit: tuple[float, float] | None) -> str:
     return f"{ratio:.2f}" + ("" if ratio <= limit else " MISS")
 
 
-def report(rows: list[dict], markdown: bool) -> str:
-    head = ["workload", "optimizer", *COLUMNS, "loop ratio (<=1)", "fused ratio (target)"]
+def report(rows: list[dict], markdown: bool, bandwidth: float) -> str:
+    head = ["workload", "optimizer", *COLUMNS, "loop ratio (<=1)", "fused ratio (target)",
+            "compile s", "bound ms", "best / bound"]  # fmt: skip
     lines = []
     for row in rows:
         t = row["times_ms"]
@@ -316,6 +420,16 @@ def report(rows: list[dict], markdown: bool) -> str:
         cells = [row["workload"], row["optimizer"]]
         cells += [f"{t[c]:.3g}" if c in t else "" for c in COLUMNS]
         cells += [_cell(goal["for-loop"]), fused_cell]
+        compile_s = row.get("torch_compile_s")
+        cells.append(f"{compile_s:.1f}" if compile_s else ("failed" if row.get(
+            "torch_compile_error") else ""))  # fmt: skip
+        moved = row.get("bytes_per_step")
+        if moved:
+            bound = 1e3 * moved / bandwidth
+            best = min(v for k, v in t.items() if k.startswith("npoptim"))
+            cells += [f"{bound:.3g}", f"{best / bound:.2f}"]
+        else:
+            cells += ["", ""]
         lines.append(cells)
     if markdown:
         out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -364,16 +478,23 @@ def main(args: argparse.Namespace) -> None:
             "load_before": os.getloadavg()}  # fmt: skip
     print(f"{info['machine']['cpu']}, {info['machine']['cpus']} CPUs, {args.threads} threads,"
           f" load {info['load_before'][0]:.2f}", flush=True)  # fmt: skip
+    bandwidth = memory_bandwidth(args.threads)
+    info["memory_bandwidth_GBps"] = bandwidth / 1e9
+    print(f"memory bandwidth (read + write, a += b): {bandwidth / 1e9:.1f} GB/s", flush=True)
+    compile_workloads = args.compile_workloads.split(",")
     rows: list[dict] = []
     for workload in ("W1", "W2", "W3"):
         if workload in chosen:
-            rows += bench_dense(workload, names, warmup, repeats)
+            rows += bench_dense(workload, names, warmup, repeats, workload in compile_workloads)
     if "W4" in chosen:
         rows += bench_sparse_adam(warmup, repeats)
     sweep = bench_sweep(args.quick, warmup, repeats) if "sweep" in chosen else []
     info["load_after"] = os.getloadavg()
     print("\nMedian step time (ms); ratios are npoptim / torch (MISS: target missed)\n")
-    print(report(rows, args.markdown))
+    print(report(rows, args.markdown, bandwidth))
+    for row in rows:
+        if row.get("torch_compile_error"):
+            print(f"torch.compile failed for {row['optimizer']}: {row['torch_compile_error']}")
     if sweep:
         print("\nAdam against total size (one tensor) and tensor count (256 values each), ms\n")
         print(sweep_report(sweep, args.markdown))

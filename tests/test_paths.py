@@ -5,14 +5,19 @@ elementwise optimizer, with every option combination of torch's own tests (``con
 takes 8 steps on two parameter groups, float32 (and a float16) and float64 (and complex128),
 that hold a 0-d parameter, a frozen one (grad None throughout), one whose grad is missing at
 step 3 (so that step counts and bias corrections differ within a group), one large enough to be
-cut into chunks that threads share, a Fortran-ordered one and a strided view. After every step
+cut into chunks that threads share, a Fortran-ordered one and a strided view, and parameters
+whose gradient and state have other layouts than theirs (a Fortran-ordered parameter with a
+C-ordered gradient, a C-ordered one with a Fortran-ordered gradient and state, a strided view
+with Fortran-ordered state), large enough to be cut into pieces. After every step
 each path's parameters and state must equal the for-loop's bit for bit: the fused kernels run
 the same IEEE operations in the same order (numba without fast-math does not contract
 ``a * b + c`` into a fused multiply-add), so no tolerance is needed.
 
 The fused path needs numba (``pip install "npoptim[fused]"``); without it those cases skip.
 Compiling its kernels takes some seconds per algorithm and dtype the first time; numba caches
-the machine code on disk, so later runs load it.
+the machine code on disk, so later runs load it. The kernels are compiled before the tests run
+(``npoptim.compile_kernels()``), so that the default path runs them too rather than the NumPy
+path it takes while they are not ready.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import multiprocessing
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -32,12 +38,12 @@ import npoptim
 from configs import CONFIGS
 from harness import config_ids
 from npoptim import Parameter, SparseGrad
-from npoptim import _kernel as kernel
+from npoptim._kernels import loop, registry
 
-ELEMENTWISE = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "ASGD",
-               "Rprop", "NAdam", "RAdam"]  # fmt: skip
+ELEMENTWISE = registry.optimizer_names(elementwise_only=True)
 CASES = [(name, desc, kwargs) for name in ELEMENTWISE for desc, kwargs in CONFIGS[name]]
 HAS_NUMBA = importlib.util.find_spec("numba") is not None
+SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
 needs_numba = pytest.mark.skipif(not HAS_NUMBA, reason='needs numba: pip install "npoptim[fused]"')
 
 PATHS = {
@@ -49,19 +55,28 @@ STEPS = 8
 MISSING_STEP = 3
 
 
+@pytest.fixture(scope="module", autouse=True)
+def compiled_kernels() -> None:
+    """Every kernel compiled (or loaded from the cache) up front, so that the default path
+    runs the compiled kernels, as it does once they are ready."""
+    if HAS_NUMBA:
+        npoptim.compile_kernels()
+
+
 @pytest.fixture(autouse=True)
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Chunks of 4 KiB and two threads, so that a parameter of a few thousand elements is cut
-    into chunks that the threads share, as a large one is with the real sizes (and the
+    """Pieces of 4 KiB and two threads, so that a parameter of a few thousand elements is cut
+    into pieces that the threads share, as a large one is with the real sizes (and the
     compiled kernels run on both threads, which they do only for large work otherwise)."""
-    monkeypatch.setattr(kernel, "CHUNK_BYTES", 4096)
-    monkeypatch.setattr(kernel, "_TASK_BYTES", 1024)
+    monkeypatch.setattr(loop, "CHUNK_BYTES", 4096)
+    monkeypatch.setattr(loop, "_TASK_BYTES", 1024)
     if HAS_NUMBA:  # and the compiled kernels on every thread, however little the work
-        monkeypatch.setattr(importlib.import_module("npoptim._fused"), "_PER_THREAD", 1)
-    threads = kernel.get_num_threads()
-    kernel.set_num_threads(2)
+        compiled = importlib.import_module("npoptim._kernels.compiled")
+        monkeypatch.setattr(compiled, "_PER_THREAD", 1)
+    threads = npoptim.get_num_threads()
+    npoptim.set_num_threads(2)
     yield
-    kernel.set_num_threads(threads)
+    npoptim.set_num_threads(threads)
 
 
 def make_groups(seed: int = 0) -> list[list[Parameter]]:
@@ -72,6 +87,7 @@ def make_groups(seed: int = 0) -> list[list[Parameter]]:
         Parameter(rng.standard_normal(3000).astype(np.float32)),  # cut into chunks
         Parameter(np.ones(5, dtype=np.float32)),  # frozen: never a grad
         Parameter(rng.standard_normal(6).astype(np.float16)),
+        Parameter(np.asfortranarray(rng.standard_normal((40, 70)).astype(np.float32))),
     ]
     double = [
         Parameter(rng.standard_normal((2, 3))),
@@ -79,8 +95,30 @@ def make_groups(seed: int = 0) -> list[list[Parameter]]:
         Parameter(np.asfortranarray(rng.standard_normal((5, 6)))),
         Parameter(rng.standard_normal((6, 8))[:, ::2]),  # not contiguous
         Parameter(np.float64(-1.5)),  # 0-d
+        Parameter(rng.standard_normal((30, 20))),
+        Parameter(rng.standard_normal((3, 40, 30))[:, ::2, 1:]),  # strided, 3-d
     ]
     return [single, double]
+
+
+#: Layouts that differ from the parameter's: (group, index) -> (gradient's, state's), each
+#: "C", "F" or None (the parameter's).
+MIXED = {(0, 5): ("C", None), (1, 5): ("F", "F"), (1, 6): ("C", "F")}
+
+
+def relayout(a: np.ndarray, order: str | None) -> np.ndarray:
+    if order is None:
+        return a
+    return np.ascontiguousarray(a) if order == "C" else np.asfortranarray(a)
+
+
+def mix_state_layouts(opt: npoptim.Optimizer, groups: list[list[Parameter]]) -> None:
+    """The state arrays of the parameters of MIXED in the layout MIXED gives them."""
+    for (g, j), (_, order) in MIXED.items():
+        state = opt.state[groups[g][j]]
+        for key, value in state.items():
+            if isinstance(value, np.ndarray) and value.ndim > 1:
+                state[key] = relayout(value, order)
 
 
 def set_grads(groups: list[list[Parameter]], step: int) -> None:
@@ -93,6 +131,7 @@ def set_grads(groups: list[list[Parameter]], step: int) -> None:
             grad = grad.astype(p.dtype)
             if p.ndim > 1 and p.flags.f_contiguous:
                 grad = np.asfortranarray(grad)
+            grad = relayout(grad, MIXED.get((g, j), (None, None))[0])
             frozen = g == 0 and j == 3
             missing = g == 0 and j == 1 and step == MISSING_STEP
             p.grad = None if frozen or missing else grad
@@ -108,6 +147,8 @@ def run(name: str, kwargs: dict[str, Any], flags: dict[str, bool]) -> list[Any]:
     for step in range(STEPS):
         set_grads(groups, step)
         opt.step()
+        if step == 0:
+            mix_state_layouts(opt, groups)
         params = [p for group in groups for p in group]
         history.append(
             [(np.array(p), {k: np.array(v) for k, v in opt.state[p].items()}) for p in params]
@@ -250,3 +291,125 @@ def test_a_forked_child_steps_after_its_parent_ran_the_compiled_kernels() -> Non
     child.join(timeout=60)
     assert child.exitcode == 0
     np.testing.assert_array_equal(result, np.array(w))
+
+
+FIRST_STEPS = """
+import numpy as np
+import npoptim
+from npoptim._kernels import _compiled_module, _wait_for_background
+
+def trajectory(**flags):
+    rng = np.random.default_rng(0)
+    w = npoptim.Parameter(rng.standard_normal((50, 40)).astype(np.float32))
+    opt = npoptim.Adam([w], weight_decay=0.1, **flags)
+    out = []
+    for step in range(4):
+        w.grad = rng.standard_normal(w.shape).astype(np.float32)
+        opt.step()
+        compiled = _compiled_module()
+        out.append((np.array(w), compiled is not None and bool(compiled._ready)))
+        if step == 1:
+            _wait_for_background()
+    return out
+
+default = trajectory()
+# the first step ran on NumPy without waiting for numba (which the step set to work in the
+# background, taking seconds); once the kernel is ready, the steps run on it
+ready = [ready for _, ready in default]
+assert not ready[0] and ready[2:] == [True, True], ready
+for (a, _), (b, _) in zip(default, trajectory(foreach=False)):
+    np.testing.assert_array_equal(a, b)
+"""
+
+
+@needs_numba
+def test_the_default_path_steps_on_numpy_until_the_kernel_is_ready(tmp_path: Any) -> None:
+    """With an empty cache, the default path's first steps run on NumPy while the kernel is
+    compiled in the background, then the kernel runs: the same results throughout."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path), "PYTHONPATH": SRC}
+    subprocess.run([sys.executable, "-c", FIRST_STEPS], check=True, env=env)
+
+
+LOAD_FROM_CACHE = """
+import numpy as np
+import npoptim
+w = npoptim.Parameter(np.ones(3, dtype=np.float32))
+w.grad = np.ones(3, dtype=np.float32)
+npoptim.RMSprop([w], fused=True).step()
+"""
+
+
+@needs_numba
+def test_a_second_process_loads_the_kernel_from_the_cache(tmp_path: Any) -> None:
+    """Only the kernel that runs is compiled, and the next process loads it from the disk
+    cache instead of compiling it again."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path), "PYTHONPATH": SRC,
+           "NUMBA_DEBUG_CACHE": "1"}  # fmt: skip
+    first = subprocess.run([sys.executable, "-c", LOAD_FROM_CACHE], check=True, env=env,
+                           capture_output=True, text=True)  # fmt: skip
+    second = subprocess.run([sys.executable, "-c", LOAD_FROM_CACHE], check=True, env=env,
+                            capture_output=True, text=True)  # fmt: skip
+    def kernel_lines(out: str, event: str) -> list[str]:
+        return [line for line in out.splitlines() if event in line and "_run" in line]
+
+    assert any("_rmsprop_" in line for line in kernel_lines(first.stdout, "data saved"))
+    assert all("_rmsprop_" in line for line in kernel_lines(first.stdout, "saved")), first.stdout
+    assert not kernel_lines(second.stdout, "saved"), second.stdout
+    assert any("_rmsprop_" in line for line in kernel_lines(second.stdout, "data loaded"))
+
+
+NO_CACHE_FOLDER = """
+import warnings
+import numba.core.caching
+numba.core.caching.CacheImpl._locator_classes = []  # as where no folder is writable
+import numpy as np
+import npoptim
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    for name in ["Adam", "SGD"]:
+        w = npoptim.Parameter(np.ones(3))
+        w.grad = np.ones(3)
+        getattr(npoptim, name)([w], lr=0.1, fused=True).step()
+messages = [str(w.message) for w in caught if "NUMBA_CACHE_DIR" in str(w.message)]
+assert len(messages) == 1, [str(w.message) for w in caught]
+"""
+
+
+@needs_numba
+def test_no_writable_cache_folder_gives_one_warning_naming_numba_cache_dir() -> None:
+    subprocess.run([sys.executable, "-c", NO_CACHE_FOLDER], check=True,
+                   env={**os.environ, "PYTHONPATH": SRC})  # fmt: skip
+
+
+def test_compile_kernels_refuses_a_name_that_is_not_an_elementwise_optimizer() -> None:
+    if not HAS_NUMBA:
+        pytest.skip('needs numba: pip install "npoptim[fused]"')
+    with pytest.raises(ValueError, match="'LBFGS' is not an elementwise optimizer"):
+        npoptim.compile_kernels(["LBFGS"])
+
+
+@pytest.mark.parametrize(
+    ("make", "contiguous"),
+    [
+        (np.asfortranarray, True),
+        (lambda a: np.moveaxis(a, 0, 2), True),
+        (lambda a: a[:, ::2, 1:], False),
+    ],
+    ids=["fortran", "moved-axes", "strided"],
+)
+def test_pieces_cover_every_element_once_in_the_parameter_memory_order(
+    make: Any, contiguous: bool
+) -> None:
+    """The pieces of a parameter and of a C-ordered copy of it (another layout) match element
+    for element, cover every element once, and, where the parameter is contiguous in some
+    order, walk its memory in that order (their last axis is contiguous)."""
+    p = make(np.arange(720.0).reshape(6, 10, 12))
+    copy = np.ascontiguousarray(p)
+    seen = []
+    for p_piece, copy_piece in loop.pieces([p, copy], limit=7):
+        assert 0 < p_piece.size <= 7
+        np.testing.assert_array_equal(p_piece, copy_piece)
+        assert np.shares_memory(p_piece, p)
+        assert p_piece.strides[-1] == p.itemsize or not contiguous
+        seen += list(p_piece.reshape(-1))
+    assert sorted(seen) == sorted(p.reshape(-1))

@@ -1,6 +1,8 @@
 """Record torch 2.13's trajectories on the test problem as golden files under tests/golden/.
 
-For each optimizer named on the command line (default: every elementwise one npoptim has),
+For each optimizer named on the command line (default: every optimizer of npoptim's registry,
+``src/npoptim/_kernels/registry.py``, but LBFGS, SparseAdam and Muon, which have tools of
+their own),
 each CPU configuration of torch's own tests (tests/configs.py) and each dtype the optimizer
 supports, run torch.optim on the problem of tests/harness.py and store the parameters after
 every step in ``tests/golden/<Optimizer>.npz``. Tests compare npoptim with these files
@@ -18,8 +20,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from configs import CONFIGS, FLAGS
 from harness import DTYPES, Trajectory, run_torch, save_golden
+from npoptim._kernels import registry
 
-DEFAULT = ["SGD", "Adam", "AdamW"]
+OWN_TOOLS = {"LBFGS", "SparseAdam", "Muon"}  # make_golden_lbfgs_sparse.py, make_golden_muon.py
+DEFAULT = [name for name in registry.optimizer_names() if name not in OWN_TOOLS]
 
 
 def dtype_names(name: str) -> list[str]:

@@ -5,7 +5,7 @@ defaults, state and state_dict format, over NumPy arrays that carry a ``.grad`` 
 """
 
 from . import functional, lr_scheduler, swa_utils
-from ._kernel import get_num_threads, set_num_threads
+from ._kernels import compile_kernels, get_num_threads, set_num_threads
 from .adadelta import Adadelta
 from .adafactor import Adafactor
 from .adagrad import Adagrad
@@ -69,6 +69,7 @@ __all__ = [
     "clip_grad_norm_",
     "clip_grad_value_",
     "clip_grads_with_norm_",
+    "compile_kernels",
     "functional",
     "get_num_threads",
     "get_total_norm",

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ._kernel import require_numba
+from ._kernels import require_numba
 
 __all__ = [
     "StateKey",

@@ -6,7 +6,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ._kernel import Array, average_of_squares, elementwise, gradient, temporaries
+from ._kernels import elementwise
+from ._kernels.element import decay_flags
+from ._kernels.element import gradient as gradient_of
+from ._kernels.loop import Array, average_of_squares, gradient, temporaries
+from ._kernels.registry import Algorithm
 from ._validation import LIKE_PARAM, STEP, StateKey, TypeCheck, check_nonnegative, real
 from .optimizer import (
     Optimizer,
@@ -183,10 +187,10 @@ def adadelta(
     number. See :class:`Adadelta` for the math.
     ``foreach`` and ``fused`` pick the implementation; with neither, the compiled kernels run
     where numba is installed and the multi-tensor path elsewhere, all bit-identical to the
-    for-loop (see :mod:`npoptim._kernel`).
+    for-loop (see :mod:`npoptim._kernels`).
     """
     elementwise(
-        "adadelta", _adadelta_piece, [params, grads, square_avgs, acc_deltas], {},
+        ALGORITHM, [params, grads, square_avgs, acc_deltas], {},
         foreach=foreach, fused=fused, lr=lr, rho=rho, eps=eps, weight_decay=weight_decay,
         maximize=maximize,
     )  # fmt: skip
@@ -221,3 +225,26 @@ def _adadelta_piece(
     u += tmp  # u_t = ρ u_{t-1} + (1 - ρ) Δx_t²
     delta *= lr
     p -= delta  # θ_t = θ_{t-1} - γ Δx_t
+
+
+def _adadelta_element(p: Any, g: Any, v: Any, u: Any, scalar: Any, flag: Any) -> Any:
+    """:func:`_adadelta_piece` for one element (compiled by the fused path)."""
+    g = gradient_of(p, g, scalar, flag)
+    v = v * scalar.rho + (g * g) * scalar.one_minus_rho  # v_t = ρ v_{t-1} + (1 - ρ) g_t²
+    # Δx_t = sqrt(u_{t-1} + ε) / sqrt(v_t + ε) g_t
+    delta = np.sqrt(u + scalar.eps) / np.sqrt(v + scalar.eps) * g
+    u = u * scalar.rho + (delta * delta) * scalar.one_minus_rho  # u_t = ρ u_{t-1} + (1 - ρ) Δx_t²
+    return p - delta * scalar.lr, v, u  # θ_t = θ_{t-1} - γ Δx_t
+
+
+ALGORITHM = Algorithm(
+    name="adadelta",
+    roles=("param", "grad", "square_avg", "acc_delta"),
+    piece=_adadelta_piece,
+    element=_adadelta_element,
+    scalars=lambda shared, per_param: {
+        "lr": shared["lr"], "rho": shared["rho"], "one_minus_rho": 1 - shared["rho"],
+        "eps": shared["eps"], "weight_decay": shared["weight_decay"],
+    },
+    flags=lambda shared, present: decay_flags(shared),
+)  # fmt: skip

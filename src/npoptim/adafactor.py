@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ._kernel import CHUNK_BYTES, Array, parallel_map, temporaries
+from ._kernels.loop import CHUNK_BYTES, Array, parallel_map, temporaries
 from ._validation import STEP, StateKey, TypeCheck, optional, pair, real
 from .optimizer import (
     Optimizer,

@@ -7,7 +7,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ._kernel import Array, as_real, elementwise, gradient, temporaries
+from ._kernels import elementwise
+from ._kernels.element import decay_flags
+from ._kernels.element import gradient as gradient_of
+from ._kernels.loop import Array, as_real, gradient, temporaries
+from ._kernels.registry import Algorithm
 from ._validation import LIKE_PARAM, STEP, StateKey, TypeCheck, check_nonnegative, real
 from .optimizer import (
     Optimizer,
@@ -193,7 +197,7 @@ def adagrad(
     :math:`t` of this update for ``params[i]``. See :class:`Adagrad` for the math.
     ``foreach`` and ``fused`` pick the implementation; with neither, the compiled kernels run
     where numba is installed and the multi-tensor path elsewhere, all bit-identical to the
-    for-loop (see :mod:`npoptim._kernel`).
+    for-loop (see :mod:`npoptim._kernels`).
     """
     # the decayed learning rate γ̃ of each parameter
     clrs = [lr / (1 + (t - 1) * lr_decay) for t in state_steps]
@@ -210,7 +214,7 @@ def adagrad(
             dense.append(i)
             dense_grads.append(grad)
     elementwise(
-        "adagrad", _adagrad_piece,
+        ALGORITHM,
         [[params[i] for i in dense], dense_grads, [state_sums[i] for i in dense]],
         {"clr": [clrs[i] for i in dense]},
         foreach=foreach, fused=fused, weight_decay=weight_decay, eps=eps, maximize=maximize,
@@ -253,3 +257,23 @@ def _sparse_adagrad_step(
     std = np.sqrt(s)
     std += eps
     as_real(param.view(np.ndarray))[rows] -= clr * (values / std)
+
+
+def _adagrad_element(p: Any, g: Any, s: Any, scalar: Any, flag: Any) -> Any:
+    """:func:`_adagrad_piece` for one element (compiled by the fused path)."""
+    g = gradient_of(p, g, scalar, flag)
+    s = s + g * g  # s_t = s_{t-1} + g_t²
+    std = np.sqrt(s) + scalar.eps
+    return p - (g / std) * scalar.clr, s  # θ_t = θ_{t-1} - γ̃ g_t / (sqrt(s_t) + ε)
+
+
+ALGORITHM = Algorithm(
+    name="adagrad",
+    roles=("param", "grad", "sum"),
+    piece=_adagrad_piece,
+    element=_adagrad_element,
+    scalars=lambda shared, per_param: {
+        "weight_decay": shared["weight_decay"], "eps": shared["eps"], "clr": per_param["clr"],
+    },
+    flags=lambda shared, present: decay_flags(shared),
+)  # fmt: skip

@@ -6,7 +6,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ._kernel import Array, elementwise, gradient, moments, temporaries
+from ._kernels import elementwise
+from ._kernels.element import decay_flags, decay_scalars, decayed, maximum, moment_scalars
+from ._kernels.element import moments as moments_of
+from ._kernels.loop import Array, gradient, moments, temporaries
+from ._kernels.registry import Algorithm
 from ._validation import (
     LIKE_PARAM,
     STEP,
@@ -227,10 +231,10 @@ def adam(
     optimizer counts steps; the kernel does not change them). See :class:`Adam` for the math.
     ``foreach`` and ``fused`` pick the implementation; with neither, the compiled kernels run
     where numba is installed and the multi-tensor path elsewhere, all bit-identical to the
-    for-loop (see :mod:`npoptim._kernel`).
+    for-loop (see :mod:`npoptim._kernels`).
     """
     elementwise(
-        "adam", _adam_piece,
+        ALGORITHM,
         [params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else None],
         {
             "step_size": [lr / (1 - beta1**t) for t in state_steps],  # γ / (1 - β1^t)
@@ -275,3 +279,30 @@ def _adam_piece(
     np.divide(m, tmp, out=tmp)
     tmp *= step_size
     p -= tmp  # θ_t = θ_{t-1} - γ m̂_t / (sqrt(v̂_t) + ε)
+
+
+def _adam_element(p: Any, g: Any, m: Any, v: Any, v_max: Any, scalar: Any, flag: Any) -> Any:
+    """:func:`_adam_piece` for one element (compiled by the fused path)."""
+    p, g = decayed(p, g, scalar, flag)
+    m, v = moments_of(g, m, v, scalar)  # m_t and v_t
+    if flag.amsgrad:
+        v_max = maximum(v_max, v)  # v_t^max = max(v_{t-1}^max, v_t)
+    denom = np.sqrt(v_max if flag.amsgrad else v) / scalar.bias_correction2_sqrt + scalar.eps
+    # θ_t = θ_{t-1} - γ m̂_t / (sqrt(v̂_t) + ε)
+    return p - (m / denom) * scalar.step_size, m, v, v_max
+
+
+ALGORITHM = Algorithm(
+    name="adam",
+    roles=("param", "grad", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
+    optional=("max_exp_avg_sq",),
+    piece=_adam_piece,
+    element=_adam_element,
+    scalars=lambda shared, per_param: {
+        **decay_scalars(shared), **moment_scalars(shared), "eps": shared["eps"], **per_param,
+    },
+    flags=lambda shared, present: {
+        **decay_flags(shared), "decoupled_weight_decay": shared["decoupled_weight_decay"],
+        "amsgrad": present["max_exp_avg_sq"],
+    },
+)  # fmt: skip

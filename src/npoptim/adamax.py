@@ -6,7 +6,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ._kernel import Array, elementwise, gradient, temporaries
+from ._kernels import elementwise
+from ._kernels.element import decay_flags, maximum
+from ._kernels.element import gradient as gradient_of
+from ._kernels.loop import Array, gradient, temporaries
+from ._kernels.registry import Algorithm
 from ._validation import (
     LIKE_PARAM,
     STEP,
@@ -190,10 +194,10 @@ def adamax(
     :class:`Adamax` for the math.
     ``foreach`` and ``fused`` pick the implementation; with neither, the compiled kernels run
     where numba is installed and the multi-tensor path elsewhere, all bit-identical to the
-    for-loop (see :mod:`npoptim._kernel`).
+    for-loop (see :mod:`npoptim._kernels`).
     """
     elementwise(
-        "adamax", _adamax_piece, [params, grads, exp_avgs, exp_infs],
+        ALGORITHM, [params, grads, exp_avgs, exp_infs],
         {"clr": [lr / (1 - beta1**t) for t in state_steps]},  # γ / (1 - β1^t)
         foreach=foreach, fused=fused, eps=eps, beta1=beta1, beta2=beta2,
         weight_decay=weight_decay, maximize=maximize,
@@ -227,3 +231,24 @@ def _adamax_piece(
     np.divide(m, u, out=tmp)
     tmp *= clr
     p -= tmp  # θ_t = θ_{t-1} - γ m_t / ((1 - β1^t) u_t)
+
+
+def _adamax_element(p: Any, g: Any, m: Any, u: Any, scalar: Any, flag: Any) -> Any:
+    """:func:`_adamax_piece` for one element (compiled by the fused path)."""
+    g = gradient_of(p, g, scalar, flag)
+    m = m + (g - m) * scalar.one_minus_beta1  # m_t = β1 m_{t-1} + (1 - β1) g_t
+    u = maximum(u * scalar.beta2, abs(g) + scalar.eps)  # u_t = max(β2 u_{t-1}, |g_t| + ε)
+    return p - (m / u) * scalar.clr, m, u  # θ_t = θ_{t-1} - γ m_t / ((1 - β1^t) u_t)
+
+
+ALGORITHM = Algorithm(
+    name="adamax",
+    roles=("param", "grad", "exp_avg", "exp_inf"),
+    piece=_adamax_piece,
+    element=_adamax_element,
+    scalars=lambda shared, per_param: {
+        "eps": shared["eps"], "one_minus_beta1": 1 - shared["beta1"], "beta2": shared["beta2"],
+        "weight_decay": shared["weight_decay"], "clr": per_param["clr"],
+    },
+    flags=lambda shared, present: decay_flags(shared),
+)  # fmt: skip

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._kernel import Array
+from ._kernels.loop import Array
 from .adam import Adam, adam
 from .optimizer import (
     ParamsT,

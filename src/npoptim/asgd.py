@@ -6,7 +6,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ._kernel import Array, elementwise, gradient, temporaries
+from ._kernels import elementwise
+from ._kernels.element import decay_flags
+from ._kernels.element import gradient as gradient_of
+from ._kernels.loop import Array, gradient, temporaries
+from ._kernels.registry import Algorithm
 from ._validation import LIKE_PARAM, STEP, StateKey, TypeCheck, check_nonnegative, real
 from .optimizer import (
     Optimizer,
@@ -216,10 +220,10 @@ def asgd(
     back into ``etas`` and ``mus``. See :class:`ASGD` for the math.
     ``foreach`` and ``fused`` pick the implementation; with neither, the compiled kernels run
     where numba is installed and the multi-tensor path elsewhere, all bit-identical to the
-    for-loop (see :mod:`npoptim._kernel`).
+    for-loop (see :mod:`npoptim._kernels`).
     """
     elementwise(
-        "asgd", _asgd_piece, [params, grads, axs], {"eta": etas, "mu": mus},
+        ALGORITHM, [params, grads, axs], {"eta": etas, "mu": mus},
         foreach=foreach, fused=fused, lambd=lambd, weight_decay=weight_decay, maximize=maximize,
     )  # fmt: skip
     for i, t in enumerate(state_steps):
@@ -250,3 +254,28 @@ def _asgd_piece(
         ax += tmp  # θ̄_t = θ̄_{t-1} + μ (θ_t - θ̄_{t-1})
     else:
         np.copyto(ax, p)  # θ̄_t = θ_t
+
+
+def _asgd_element(p: Any, g: Any, ax: Any, scalar: Any, flag: Any) -> Any:
+    """:func:`_asgd_piece` for one element (compiled by the fused path)."""
+    g = gradient_of(p, g, scalar, flag)
+    p = p * scalar.shrink - g * scalar.eta  # θ_t = (1 - λη) θ_{t-1} - η g_t
+    if scalar.averaging:
+        return p, ax + (p - ax) * scalar.mu  # θ̄_t = θ̄_{t-1} + μ (θ_t - θ̄_{t-1})
+    return p, p  # θ̄_t = θ_t
+
+
+ALGORITHM = Algorithm(
+    name="asgd",
+    roles=("param", "grad", "ax"),
+    piece=_asgd_piece,
+    element=_asgd_element,
+    scalars=lambda shared, per_param: {
+        "weight_decay": shared["weight_decay"],
+        "shrink": [1 - shared["lambd"] * eta for eta in per_param["eta"]],  # 1 - λη
+        "eta": per_param["eta"],
+        "mu": per_param["mu"],
+        "averaging": [mu != 1 for mu in per_param["mu"]],
+    },
+    flags=lambda shared, present: decay_flags(shared),
+)

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ._kernel import Array, as_real
+from ._kernels.loop import Array, as_real
 from ._validation import (
     StateKey,
     TypeCheck,

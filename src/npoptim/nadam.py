@@ -6,7 +6,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ._kernel import Array, elementwise, gradient, moments, temporaries
+from ._kernels import elementwise
+from ._kernels.element import decay_flags, decay_scalars, decayed, moment_scalars
+from ._kernels.element import moments as moments_of
+from ._kernels.loop import Array, gradient, moments, temporaries
+from ._kernels.registry import Algorithm
 from ._validation import (
     LIKE_PARAM,
     STEP,
@@ -238,7 +242,7 @@ def nadam(
     (rounded to float32, as torch stores it). See :class:`NAdam` for the math.
     ``foreach`` and ``fused`` pick the implementation; with neither, the compiled kernels run
     where numba is installed and the multi-tensor path elsewhere, all bit-identical to the
-    for-loop (see :mod:`npoptim._kernel`).
+    for-loop (see :mod:`npoptim._kernels`).
     """
     steps: dict[str, list[float]] = {"bias_correction2": [], "grad_step": [], "momentum_step": []}
     for i, t in enumerate(state_steps):
@@ -250,7 +254,7 @@ def nadam(
         steps["grad_step"].append(lr * (1.0 - mu) / (1.0 - mu_product))
         steps["momentum_step"].append(lr * mu_next / (1.0 - mu_product * mu_next))
     elementwise(
-        "nadam", _nadam_piece, [params, grads, exp_avgs, exp_avg_sqs], steps,
+        ALGORITHM, [params, grads, exp_avgs, exp_avg_sqs], steps,
         foreach=foreach, fused=fused, beta1=beta1, beta2=beta2, lr=lr,
         weight_decay=weight_decay, eps=eps, maximize=maximize,
         decoupled_weight_decay=decoupled_weight_decay,
@@ -290,3 +294,27 @@ def _nadam_piece(
     np.divide(m, denom, out=tmp)
     tmp *= momentum_step
     p -= tmp  # the momentum's share: γ μ_{t+1} m_t / (1 - Π_t μ_{t+1})
+
+
+def _nadam_element(p: Any, g: Any, m: Any, v: Any, scalar: Any, flag: Any) -> Any:
+    """:func:`_nadam_piece` for one element (compiled by the fused path)."""
+    p, g = decayed(p, g, scalar, flag)
+    m, v = moments_of(g, m, v, scalar)  # m_t and v_t
+    denom = np.sqrt(v / scalar.bias_correction2) + scalar.eps  # sqrt(v̂_t) + ε
+    p = p - (g / denom) * scalar.grad_step  # the gradient's share: γ(1 - μ_t) g_t / (1 - Π_t)
+    # the momentum's share: γ μ_{t+1} m_t / (1 - Π_{t+1})
+    return p - (m / denom) * scalar.momentum_step, m, v
+
+
+ALGORITHM = Algorithm(
+    name="nadam",
+    roles=("param", "grad", "exp_avg", "exp_avg_sq"),
+    piece=_nadam_piece,
+    element=_nadam_element,
+    scalars=lambda shared, per_param: {
+        **decay_scalars(shared), **moment_scalars(shared), "eps": shared["eps"], **per_param,
+    },
+    flags=lambda shared, present: {
+        **decay_flags(shared), "decoupled_weight_decay": shared["decoupled_weight_decay"],
+    },
+)  # fmt: skip

@@ -2,11 +2,16 @@ r"""RAdam: Adam with a rectified adaptive learning rate, with L2 or decoupled we
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
-from ._kernel import Array, elementwise, gradient, moments, temporaries
+from ._kernels import elementwise
+from ._kernels.element import decay_flags, decay_scalars, decayed, moment_scalars
+from ._kernels.element import moments as moments_of
+from ._kernels.loop import Array, gradient, moments, temporaries
+from ._kernels.registry import Algorithm, Scalars
 from ._validation import (
     LIKE_PARAM,
     STEP,
@@ -209,7 +214,7 @@ def radam(
     :class:`RAdam` for the math.
     ``foreach`` and ``fused`` pick the implementation; with neither, the compiled kernels run
     where numba is installed and the multi-tensor path elsewhere, all bit-identical to the
-    for-loop (see :mod:`npoptim._kernel`).
+    for-loop (see :mod:`npoptim._kernels`).
     """
     rho_inf = 2 / (1 - beta2) - 1  # the longest approximated simple moving average
     steps: dict[str, list[Any]] = {"sgd_step": [], "adaptive": []}
@@ -230,7 +235,7 @@ def radam(
         steps["sgd_step"].append(lr / bias_correction1)
         steps["adaptive"].append(adaptive)
     elementwise(
-        "radam", _radam_piece, [params, grads, exp_avgs, exp_avg_sqs], steps,
+        ALGORITHM, [params, grads, exp_avgs, exp_avg_sqs], steps,
         foreach=foreach, fused=fused, beta1=beta1, beta2=beta2, lr=lr,
         weight_decay=weight_decay, maximize=maximize,
         decoupled_weight_decay=decoupled_weight_decay,
@@ -270,3 +275,34 @@ def _radam_piece(
     np.divide(m, tmp, out=tmp)
     tmp *= step_size
     p -= tmp  # θ_t = θ_{t-1} - γ m̂_t r_t l_t
+
+
+def _radam_element(p: Any, g: Any, m: Any, v: Any, scalar: Any, flag: Any) -> Any:
+    """:func:`_radam_piece` for one element (compiled by the fused path)."""
+    p, g = decayed(p, g, scalar, flag)
+    m, v = moments_of(g, m, v, scalar)  # m_t and v_t
+    if scalar.rectified:  # θ_t = θ_{t-1} - γ m̂_t r_t l_t
+        return p - (m / (np.sqrt(v) + scalar.eps)) * scalar.step_size, m, v
+    return p - m * scalar.sgd_step, m, v  # θ_t = θ_{t-1} - γ m̂_t
+
+
+def _radam_scalars(shared: Mapping[str, Any], per_param: Mapping[str, Sequence[Any]]) -> Scalars:
+    adaptive = per_param["adaptive"]  # (γ r_t sqrt(1 - β2^t) / (1 - β1^t), ε) or None
+    return {
+        **decay_scalars(shared), **moment_scalars(shared), "sgd_step": per_param["sgd_step"],
+        "rectified": [a is not None for a in adaptive],
+        "step_size": [0.0 if a is None else a[0] for a in adaptive],
+        "eps": [0.0 if a is None else a[1] for a in adaptive],
+    }  # fmt: skip
+
+
+ALGORITHM = Algorithm(
+    name="radam",
+    roles=("param", "grad", "exp_avg", "exp_avg_sq"),
+    piece=_radam_piece,
+    element=_radam_element,
+    scalars=_radam_scalars,
+    flags=lambda shared, present: {
+        **decay_flags(shared), "decoupled_weight_decay": shared["decoupled_weight_decay"],
+    },
+)  # fmt: skip

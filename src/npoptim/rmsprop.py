@@ -6,7 +6,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ._kernel import Array, average_of_squares, elementwise, gradient, temporaries
+from ._kernels import elementwise
+from ._kernels.element import decay_flags
+from ._kernels.element import gradient as gradient_of
+from ._kernels.loop import Array, average_of_squares, gradient, temporaries
+from ._kernels.registry import Algorithm
 from ._validation import (
     LIKE_PARAM,
     STEP,
@@ -219,10 +223,10 @@ def rmsprop(
     signature; RMSprop does not depend on the step number. See :class:`RMSprop` for the math.
     ``foreach`` and ``fused`` pick the implementation; with neither, the compiled kernels run
     where numba is installed and the multi-tensor path elsewhere, all bit-identical to the
-    for-loop (see :mod:`npoptim._kernel`).
+    for-loop (see :mod:`npoptim._kernels`).
     """
     elementwise(
-        "rmsprop", _rmsprop_piece,
+        ALGORITHM,
         [
             params, grads, square_avgs, grad_avgs if centered else None,
             momentum_buffer_list if momentum > 0 else None,
@@ -270,3 +274,37 @@ def _rmsprop_piece(
     else:
         tmp *= lr
     p -= tmp  # θ_t = θ_{t-1} - γ (b_t or g_t / (sqrt(ṽ_t) + ε))
+
+
+def _rmsprop_element(p: Any, g: Any, v: Any, g_ave: Any, b: Any, scalar: Any, flag: Any) -> Any:
+    """:func:`_rmsprop_piece` for one element (compiled by the fused path)."""
+    g = gradient_of(p, g, scalar, flag)
+    v = v * scalar.alpha + (g * g) * scalar.one_minus_alpha  # v_t = α v_{t-1} + (1 - α) g_t²
+    if flag.centered:
+        # g^ave_t = α g^ave_{t-1} + (1 - α) g_t
+        g_ave = g_ave + (g - g_ave) * scalar.one_minus_alpha
+        avg = np.sqrt(v - g_ave * g_ave) + scalar.eps  # sqrt(v_t - (g^ave_t)²) + ε
+    else:
+        avg = np.sqrt(v) + scalar.eps
+    if flag.momentum:
+        b = b * scalar.momentum + g / avg  # b_t = μ b_{t-1} + g_t / (sqrt(ṽ_t) + ε)
+        return p - b * scalar.lr, v, g_ave, b
+    return p - (g / avg) * scalar.lr, v, g_ave, b
+
+
+ALGORITHM = Algorithm(
+    name="rmsprop",
+    roles=("param", "grad", "square_avg", "grad_avg", "momentum_buffer"),
+    optional=("grad_avg", "momentum_buffer"),
+    piece=_rmsprop_piece,
+    element=_rmsprop_element,
+    scalars=lambda shared, per_param: {
+        "lr": shared["lr"], "alpha": shared["alpha"], "one_minus_alpha": 1 - shared["alpha"],
+        "eps": shared["eps"], "weight_decay": shared["weight_decay"],
+        "momentum": shared["momentum"],
+    },
+    flags=lambda shared, present: {
+        **decay_flags(shared), "centered": present["grad_avg"],
+        "momentum": present["momentum_buffer"],
+    },
+)  # fmt: skip

@@ -6,7 +6,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ._kernel import Array, elementwise, temporaries
+from ._kernels import elementwise
+from ._kernels.loop import Array, temporaries
+from ._kernels.registry import Algorithm
 from ._validation import LIKE_PARAM, STEP, StateKey, TypeCheck, check_nonnegative, pair, real
 from .optimizer import (
     Optimizer,
@@ -184,10 +186,10 @@ def rprop(
     update does not depend on it). See :class:`Rprop` for the math.
     ``foreach`` and ``fused`` pick the implementation; with neither, the compiled kernels run
     where numba is installed and the multi-tensor path elsewhere, all bit-identical to the
-    for-loop (see :mod:`npoptim._kernel`).
+    for-loop (see :mod:`npoptim._kernels`).
     """
     elementwise(
-        "rprop", _rprop_piece, [params, grads, prevs, step_sizes], {},
+        ALGORITHM, [params, grads, prevs, step_sizes], {},
         foreach=foreach, fused=fused, step_size_min=step_size_min, step_size_max=step_size_max,
         etaminus=etaminus, etaplus=etaplus, maximize=maximize,
     )  # fmt: skip
@@ -228,3 +230,36 @@ def _rprop_piece(
     np.sign(prev, out=factor)
     factor *= eta
     p -= factor  # θ_t = θ_{t-1} - η_t sign(g_t)
+
+
+def _rprop_element(p: Any, g: Any, prev: Any, eta: Any, scalar: Any, flag: Any) -> Any:
+    """:func:`_rprop_piece` for one element (compiled by the fused path)."""
+    product = -(g * prev) if flag.maximize else g * prev  # g_{t-1} g_t, g_t = -grad to maximize
+    if product > 0:
+        factor = scalar.etaplus
+    elif product < 0:
+        factor = scalar.etaminus
+    elif product == 0:
+        factor = scalar.one  # no sign information: the step size stays
+    else:
+        factor = product  # NaN
+    eta = eta * factor
+    eta = scalar.step_size_min if eta < scalar.step_size_min else eta
+    eta = scalar.step_size_max if eta > scalar.step_size_max else eta  # η_t in [Γ_min, Γ_max]
+    g = -g if flag.maximize else g
+    g = scalar.zero if product < 0 else g  # after a sign change the element rests: g_t = 0
+    sign = scalar.one if g > 0 else (-scalar.one if g < 0 else g - g)  # np.sign: NaN stays
+    return p - sign * eta, g, eta  # θ_t = θ_{t-1} - η_t sign(g_t)
+
+
+ALGORITHM = Algorithm(
+    name="rprop",
+    roles=("param", "grad", "prev", "step_size"),
+    piece=_rprop_piece,
+    element=_rprop_element,
+    scalars=lambda shared, per_param: {
+        "step_size_min": shared["step_size_min"], "step_size_max": shared["step_size_max"],
+        "etaminus": shared["etaminus"], "etaplus": shared["etaplus"], "one": 1.0, "zero": 0.0,
+    },
+    flags=lambda shared, present: {"maximize": shared["maximize"]},  # no weight decay
+)  # fmt: skip

@@ -6,7 +6,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ._kernel import Array, elementwise, gradient, temporaries
+from ._kernels import elementwise
+from ._kernels.element import decay_flags
+from ._kernels.element import gradient as gradient_of
+from ._kernels.loop import Array, gradient, temporaries
+from ._kernels.registry import Algorithm
 from ._validation import StateKey, TypeCheck, check_nonnegative, flag, never, real
 from .optimizer import (
     Optimizer,
@@ -175,7 +179,7 @@ def sgd(
     first step; new buffers are written back into the list.
     ``foreach`` and ``fused`` pick the implementation; with neither, the compiled kernels run
     where numba is installed and the multi-tensor path elsewhere, all bit-identical to the
-    for-loop (see :mod:`npoptim._kernel`).
+    for-loop (see :mod:`npoptim._kernels`).
     """
     dense: list[int] = []
     for i, (param, grad) in enumerate(zip(params, d_p_list, strict=True)):
@@ -192,7 +196,7 @@ def sgd(
         if new:  # b_1 = g_1: the piece fills the new buffer
             momentum_buffer_list[i] = np.empty_like(params[i].view(np.ndarray))
     elementwise(
-        "sgd", _sgd_piece,
+        ALGORITHM,
         [
             [params[i] for i in dense],
             [d_p_list[i] for i in dense],
@@ -274,3 +278,31 @@ def _sparse_sgd_step(
     data = param.view(np.ndarray)
     data[g.indices] -= lr * g.values
     return buf
+
+
+def _sgd_element(p: Any, g: Any, b: Any, scalar: Any, flag: Any) -> Any:
+    """:func:`_sgd_piece` for one element (compiled by the fused path)."""
+    g = gradient_of(p, g, scalar, flag)
+    if flag.momentum:
+        # b_1 = g_1, then b_t = μ b_{t-1} + (1 - τ) g_t
+        b = g if scalar.first else b * scalar.momentum + g * scalar.one_minus_dampening
+        g = g + b * scalar.momentum if flag.nesterov else b
+    return p - g * scalar.lr, b  # θ_t = θ_{t-1} - γ g_t
+
+
+ALGORITHM = Algorithm(
+    name="sgd",
+    roles=("param", "grad", "momentum_buffer"),
+    optional=("momentum_buffer",),
+    piece=_sgd_piece,
+    element=_sgd_element,
+    scalars=lambda shared, per_param: {
+        "weight_decay": shared["weight_decay"], "momentum": shared["momentum"],
+        "one_minus_dampening": 1 - shared["dampening"], "lr": shared["lr"],
+        "first": per_param["first"],
+    },
+    flags=lambda shared, present: {
+        **decay_flags(shared), "momentum": present["momentum_buffer"],
+        "nesterov": shared["nesterov"],
+    },
+)  # fmt: skip

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ._kernel import CHUNK_BYTES, Array, scratch
+from ._kernels.loop import CHUNK_BYTES, Array, scratch
 from ._validation import LIKE_PARAM, STEP, StateKey, TypeCheck, check_betas, flag, pair, real
 from .optimizer import Optimizer, ParamsT, _maximize_doc, _params_doc
 from .parameter import Parameter, SparseGrad

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from .._kernel import get_num_threads, set_num_threads
+from .._kernels import get_num_threads, set_num_threads
 
 if TYPE_CHECKING:
     from mpi4py.MPI import Intracomm, Request

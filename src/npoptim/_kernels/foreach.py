@@ -6,7 +6,7 @@ each state), into cache-sized buffers, runs the piece function once per buffer a
 updated roles back. Parameters whose per-parameter scalars differ (bias corrections after a
 missing gradient, say) are packed apart, so every element sees exactly the operations and
 scalars of the for-loop path: the results are bit-identical. Large parameters gain nothing
-from packing and take the for-loop path (:func:`npoptim._kernel.run_pieces`).
+from packing and take the for-loop path (:func:`npoptim._kernels.loop.run_pieces`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from typing import Any, cast
 
 import numpy as np
 
-from ._kernel import CHUNK_BYTES, Array, Job, Piece, real_views, run_pieces, scratch
+from . import loop
+from .loop import Array, Job, Piece, real_views, run_pieces, scratch
 
 __all__ = ["SMALL_BYTES", "run"]
 
@@ -33,7 +34,7 @@ def run(
     per_param: Mapping[str, Sequence[Any]],
     shared: Mapping[str, Any],
 ) -> None:
-    """Run ``piece`` on every parameter (see :func:`npoptim._kernel.elementwise`)."""
+    """Run ``piece`` on every parameter (see :func:`npoptim._kernels.elementwise`)."""
     names = list(per_param)
     columns = [per_param[key] for key in names]
     packs: dict[tuple[Any, ...], list[list[Array | None]]] = {}
@@ -55,7 +56,7 @@ def run(
         start, size = 0, 0
         for k, arrays in enumerate(members):
             nbytes = cast(Array, arrays[0]).nbytes
-            if size + nbytes > CHUNK_BYTES:
+            if size + nbytes > loop.CHUNK_BYTES:
                 _run_packed(piece, members[start:k], kwargs)
                 start, size = k, 0
             size += nbytes

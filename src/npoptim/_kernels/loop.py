@@ -1,22 +1,14 @@
-"""Shared machinery of the elementwise kernels: real views, chunking, scratch buffers, threads,
-and the choice between the three implementations of an update.
+"""The for-loop path of the elementwise kernels, and what the NumPy paths share: real views,
+pieces in memory order, scratch buffers, threads, and the NumPy prologues of the updates.
 
-Every elementwise algorithm updates a parameter and its state arrays element by element. Its
-module writes that update once, as a *piece* function over matching pieces of the arrays
-(``_adam_piece(p, g, m, v, ..., **hyperparameters)``), and hands it to :func:`elementwise`,
-which runs it by one of three paths:
-
-* **for-loop** (``foreach=False``): parameter by parameter, ``CHUNK_BYTES`` at a time, so
-  that the few intermediate results an update needs live in small reusable scratch buffers
-  (cache-resident) instead of parameter-sized temporaries. The chunks of a large parameter are
-  shared among :func:`get_num_threads` threads (NumPy releases the GIL inside its loops).
-* **foreach** (``foreach=True``; the default where numba is missing): the same, except that
-  small parameters are packed together and updated in one call of the piece function
-  (:mod:`npoptim._foreach`), which removes the per-parameter Python overhead. Its results are
-  bit-identical to the for-loop's: the same operations run on the same values.
-* **fused** (``fused=True``; the default where numba is installed): compiled single-pass
-  kernels (:mod:`npoptim._fused`, needs numba). Also bit-identical to the for-loop, as the
-  tests check.
+An algorithm's *piece* function (see :class:`npoptim._kernels.registry.Algorithm`) updates
+matching pieces of a parameter and its arrays with NumPy calls. This path (``foreach=False``)
+runs it parameter by parameter, on pieces of at most ``CHUNK_BYTES`` taken in the parameter's
+memory order, so that the few intermediate results an update needs live in small reused
+scratch buffers (cache-resident) instead of parameter-sized temporaries, whatever the layouts
+of the parameter, its gradient and its state (C order, Fortran order, strided views, any mix).
+The pieces of a large parameter are shared among :func:`get_num_threads` threads (NumPy
+releases the GIL inside its loops).
 
 Complex parameters are updated as torch does, as pairs of reals: :func:`as_real` views a
 complex array of shape ``S`` as a real array of shape ``S + (2,)`` sharing its memory.
@@ -24,15 +16,11 @@ complex array of shape ``S`` as a real array of shape ``S + (2,)`` sharing its m
 
 from __future__ import annotations
 
-import functools
-import importlib
-import importlib.util
 import itertools
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from types import ModuleType
 from typing import Any, TypeVar, cast
 
 import numpy as np
@@ -40,17 +28,17 @@ import numpy as np
 __all__ = [
     "CHUNK_BYTES",
     "Array",
+    "Job",
+    "Piece",
     "as_real",
     "average_of_squares",
-    "elementwise",
-    "fused_module",
     "get_num_threads",
     "gradient",
     "job",
     "moments",
     "parallel_map",
+    "pieces",
     "real_views",
-    "require_numba",
     "run_pieces",
     "scratch",
     "set_num_threads",
@@ -58,6 +46,8 @@ __all__ = [
 ]
 
 Array = np.ndarray[Any, Any]
+Piece = Callable[..., None]
+Job = tuple[Sequence["Array | None"], Mapping[str, Any]]  # a parameter's arrays and keywords
 _T = TypeVar("_T")
 _R = TypeVar("_R")
 
@@ -100,7 +90,7 @@ def scratch(size: int, dtype: np.dtype[Any], slot: int = 0) -> Array:
 def temporaries(like: Array, count: int, dtype: Any = None) -> Sequence[Array]:
     """``count`` scratch arrays shaped like the piece ``like`` (of its dtype, or ``dtype``):
     views of the reused buffers when the piece is at most ``CHUNK_BYTES``, fresh arrays
-    otherwise (a parameter that could not be cut into chunks)."""
+    otherwise."""
     dtype = like.dtype if dtype is None else np.dtype(dtype)
     if like.nbytes > CHUNK_BYTES:
         return [np.empty(like.shape, dtype=dtype) for _ in range(count)]
@@ -116,6 +106,7 @@ def temporaries(like: Array, count: int, dtype: Any = None) -> Sequence[Array]:
     return found
 
 
+# ------------------------------------------------------------------- the NumPy prologues
 def gradient(
     p: Array,
     g: Array,
@@ -130,7 +121,7 @@ def gradient(
     to maximize, plus L2 weight decay :math:`\lambda \theta_{t-1}`; or, with ``decoupled_lr``
     :math:`\gamma`, the grad alone and :math:`\theta \leftarrow \theta (1 - \gamma\lambda)`
     (decoupled weight decay). Returns ``g`` itself or ``g_t``, where it was written; ``tmp``
-    is scratch."""
+    is scratch. The compiled counterpart: :func:`npoptim._kernels.element.decayed`."""
     if maximize:
         np.negative(g, out=g_t)
         g = g_t
@@ -155,25 +146,108 @@ def average_of_squares(v: Array, g: Array, beta: float, tmp: Array) -> None:
 def moments(g: Array, m: Array, v: Array, beta1: float, beta2: float, tmp: Array) -> None:
     r"""Adam's moments in place: :math:`m_t = \beta_1 m_{t-1} + (1 - \beta_1) g_t` (as
     :math:`m_{t-1} + (1 - \beta_1)(g_t - m_{t-1})`, torch's lerp) and
-    :math:`v_t = \beta_2 v_{t-1} + (1 - \beta_2) g_t^2`; ``tmp`` is scratch."""
+    :math:`v_t = \beta_2 v_{t-1} + (1 - \beta_2) g_t^2`; ``tmp`` is scratch. The compiled
+    counterpart: :func:`npoptim._kernels.element.moments`."""
     np.subtract(g, m, out=tmp)
     tmp *= 1 - beta1
     m += tmp
     average_of_squares(v, g, beta2, tmp)
 
 
-def _flat(arrays: Sequence[Array | None]) -> list[Array | None] | None:
-    """1-D views of same-shaped arrays (None stays None) that walk them in the same element
-    order, or None when their memory layouts do not allow it."""
+# -------------------------------------------------------------------------------- pieces
+def memory_order(a: Array) -> tuple[int, ...]:
+    """The axes of ``a`` from the slowest-varying in memory to the fastest (the order in
+    which ``a.transpose(order)`` is C-ordered, when ``a`` is contiguous in some order)."""
+    return tuple(sorted(range(a.ndim), key=lambda axis: -abs(a.strides[axis])))
+
+
+def same_layout(arrays: Sequence[Array | None]) -> bool:
+    """Whether the arrays (None aside) share one contiguous layout, C or Fortran order."""
     present = [a for a in arrays if a is not None]
-    if all(a.flags.c_contiguous for a in present):
-        return [None if a is None else a.reshape(-1) for a in arrays]
-    if all(a.flags.f_contiguous for a in present):
-        return [None if a is None else a.T.reshape(-1) for a in arrays]
-    return None
+    return all(a.flags.c_contiguous for a in present) or all(a.flags.f_contiguous for a in present)
 
 
-# --------------------------------------------------------------------------------- threads
+def as_rows_and_columns(arrays: Sequence[Array | None]) -> list[Array | None] | None:
+    """2-D views (rows, columns) of same-shaped arrays (None stays None), in the memory order
+    of ``arrays[0]``: element ``[a, j]`` of each is the same element of the arrays, rows and
+    columns each a fixed stride apart in every array. None where an array cannot be seen so
+    (its leading axes, in that order, do not merge into one)."""
+    first = arrays[0]
+    assert first is not None
+    order = [axis for axis in memory_order(first) if first.shape[axis] != 1]
+    views = [None if a is None else a.transpose(*order, *(
+        axis for axis in range(a.ndim) if axis not in order)) for a in arrays]  # fmt: skip
+    shape = [first.shape[axis] for axis in order] or [1]
+    rows = int(np.prod(shape[:-1]))
+    found: list[Array | None] = []
+    for v in views:
+        if v is None:
+            found.append(None)
+            continue
+        strides = list(v.strides[: len(order)]) or [v.itemsize]
+        if any(strides[k] != shape[k + 1] * strides[k + 1] for k in range(len(shape) - 2)):
+            return None
+        row_stride = strides[-2] if len(shape) > 1 else 0
+        found.append(np.lib.stride_tricks.as_strided(
+            v, (rows, shape[-1]), (row_stride, strides[-1]), writeable=True))  # fmt: skip
+    return found
+
+
+def pieces(arrays: Sequence[Array | None], limit: int) -> list[list[Array | None]]:
+    """Matching views of same-shaped ``arrays`` (None stays None) that cover them in pieces
+    of at most ``limit`` elements, taken in the memory order of ``arrays[0]``: each piece of
+    ``arrays[0]`` is contiguous where it is, whatever the layouts of the others (their pieces
+    are then strided views; NumPy's loops and the compiled path's staging take them as they
+    are). Arrays that share one contiguous layout are cut as flat 1-D pieces."""
+    first = arrays[0]
+    assert first is not None
+    if first.ndim == 0:
+        return [list(arrays)]
+    if not same_layout(arrays):
+        matrices = as_rows_and_columns(arrays)
+        if matrices is not None:  # tiles, so that every array's piece stays in the cache
+            return _tiles(matrices, limit)
+    order = memory_order(first)
+    views = [None if a is None else a.transpose(order) for a in arrays]
+    if all(v.flags.c_contiguous for v in views if v is not None):
+        views = [None if v is None else v.reshape(-1) for v in views]
+    shape = cast(Array, views[0]).shape
+    # the innermost axes whose product fits in a piece are taken whole; the next one is cut
+    # into ranges; the outer ones are walked index by index
+    inner, axis = 1, len(shape)
+    while axis > 0 and inner * shape[axis - 1] <= limit:
+        axis -= 1
+        inner *= shape[axis]
+    if axis == 0:
+        return [views]
+    cut = axis - 1
+    step = max(1, limit // inner)
+    found = []
+    for outer in itertools.product(*map(range, shape[:cut])):
+        for start in range(0, shape[cut], step):
+            index = (*outer, slice(start, start + step))
+            found.append([None if v is None else v[index] for v in views])
+    return found
+
+
+#: Columns of the tiles of :func:`pieces` when layouts differ: a tile of an array whose rows
+#: are contiguous in memory is read row by row from the cache.
+_TILE_COLUMNS = 512
+
+
+def _tiles(matrices: Sequence[Array | None], limit: int) -> list[list[Array | None]]:
+    """Tiles of at most ``limit`` elements of same-shaped 2-D arrays."""
+    rows, columns = cast(Array, matrices[0]).shape
+    width = min(columns, _TILE_COLUMNS, limit)
+    height = max(1, limit // width)
+    return [
+        [None if m is None else m[a : a + height, c : c + width] for m in matrices]
+        for a in range(0, rows, height)
+        for c in range(0, columns, width)
+    ]
+
+
+# ------------------------------------------------------------------------------- threads
 _threads = {"count": 0}
 _pool: dict[str, Any] = {"executor": None, "workers": 0, "pid": 0}
 _pool_lock = threading.Lock()
@@ -188,7 +262,7 @@ def _available_cpus() -> int:
 
 def set_num_threads(n: int) -> None:
     """Set the number of threads the elementwise kernels use (the NumPy paths share a large
-    parameter's chunks among them; the fused path runs its kernels on that many numba threads).
+    parameter's pieces among them; the fused path runs its kernels on that many numba threads).
     The default is the number of CPUs this process may run on."""
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"Invalid number of threads: {n}")
@@ -212,45 +286,6 @@ def _executor(workers: int) -> ThreadPoolExecutor:
             executor = ThreadPoolExecutor(workers, thread_name_prefix="npoptim")
             _pool.update(executor=executor, workers=workers, pid=os.getpid())
         return executor
-
-
-# ------------------------------------------------------------------------------ the paths
-Piece = Callable[..., None]
-
-
-Job = tuple[Sequence[Array | None], Mapping[str, Any]]  # a parameter's arrays and keywords
-
-
-def run_pieces(piece: Piece, jobs: Sequence[Job]) -> None:
-    """The for-loop path: ``piece(*arrays, **kwargs)`` for each parameter's job, over matching
-    chunks of its arrays (real views; None for a role the update does not use).
-
-    Small parameters are updated in turn, as one piece each. The chunks of the others are
-    shared among :func:`get_num_threads` threads, which take the next one as they finish
-    (NumPy releases the GIL inside its loops; the order does not change the results).
-    """
-    small: list[Job] = []
-    tasks: list[tuple[list[Array | None], Mapping[str, Any], int, int]] = []
-    for arrays, kwargs in jobs:
-        p = arrays[0]
-        assert p is not None
-        views = None if p.nbytes < _TASK_BYTES else _flat(arrays)
-        if views is None:  # small, or no common layout: one call on the whole arrays
-            small.append((arrays, kwargs))
-            continue
-        step = max(1, CHUNK_BYTES // p.itemsize)
-        tasks += [(views, kwargs, start, start + step) for start in range(0, p.size, step)]
-
-    def update_small() -> None:
-        for arrays, kwargs in small:
-            piece(*arrays, **kwargs)
-
-    def update_chunk(task: tuple[list[Array | None], Mapping[str, Any], int, int]) -> None:
-        views, kwargs, start, stop = task
-        piece(*(None if v is None else v[start:stop] for v in views), **kwargs)
-
-    # the helpers start on the chunks while this thread does the small ones
-    parallel_map(update_chunk, tasks, first=update_small)
 
 
 def parallel_map(
@@ -279,68 +314,34 @@ def parallel_map(
     return cast(list[_R], results)
 
 
-def elementwise(
-    name: str,
-    piece: Piece,
-    roles: Sequence[Sequence[Array] | None],
-    per_param: Mapping[str, Sequence[Any]],
-    *,
-    foreach: bool | None,
-    fused: bool | None,
-    **shared: Any,
-) -> None:
-    """Run the update ``piece`` of algorithm ``name`` on every parameter, by the path the flags
-    choose (see the module docstring): ``fused=True`` the compiled kernels, ``foreach=True``
-    the multi-tensor path, ``foreach=False`` the for-loop; with neither flag, the compiled
-    kernels when numba is installed and the multi-tensor path otherwise.
+# ------------------------------------------------------------------------------ the path
+def run_pieces(piece: Piece, jobs: Sequence[Job]) -> None:
+    """The for-loop path: ``piece(*arrays, **kwargs)`` for each parameter's job, over matching
+    pieces of its arrays (real views; None for a role the update does not use).
 
-    ``roles[0]`` are the parameters, ``roles[1]`` their gradients (read only), the other roles
-    state arrays updated in place, one per parameter; a role the update does not use is None
-    and reaches ``piece`` as None. ``per_param`` holds the keyword arguments of ``piece`` that
-    differ between parameters (one value per parameter, e.g. bias corrections), ``shared``
-    the others.
+    Small parameters are updated in turn, as one piece each. The pieces of the others are
+    shared among :func:`get_num_threads` threads, which take the next one as they finish
+    (NumPy releases the GIL inside its loops; the order does not change the results).
     """
-    if not roles[0]:
-        return
-    if fused or (fused is None and foreach is None):
-        compiled = fused_module(required=bool(fused))
-        if compiled is not None and compiled.usable():
-            compiled.run(name, piece, roles, per_param, shared)
-            return
-    if foreach is False:
-        run_pieces(piece, [job(roles, per_param, shared, i) for i in range(len(roles[0]))])
-    else:
-        from . import _foreach
+    small: list[Job] = []
+    tasks: list[tuple[Sequence[Array | None], Mapping[str, Any]]] = []
+    for arrays, kwargs in jobs:
+        p = cast(Array, arrays[0])
+        if p.nbytes < _TASK_BYTES:
+            small.append((arrays, kwargs))
+        else:
+            limit = max(1, CHUNK_BYTES // p.itemsize)
+            tasks += [(views, kwargs) for views in pieces(arrays, limit)]
 
-        _foreach.run(piece, roles, per_param, shared)
+    def update_small() -> None:
+        for arrays, kwargs in small:
+            piece(*arrays, **kwargs)
 
+    def update_piece(task: tuple[Sequence[Array | None], Mapping[str, Any]]) -> None:
+        piece(*task[0], **task[1])
 
-_FUSED_MISSING = 'fused=True needs numba, which is not installed: pip install "npoptim[fused]"'
-
-
-def require_numba() -> None:
-    """Raise torch's kind of error for ``fused=True`` when numba is not installed."""
-    if importlib.util.find_spec("numba") is None:
-        raise ImportError(_FUSED_MISSING)
-
-
-@functools.cache
-def _import_fused() -> ModuleType | None:
-    if importlib.util.find_spec("numba") is None:
-        return None
-    try:
-        return importlib.import_module("npoptim._fused")
-    except ImportError:  # numba is there but cannot load (say, built for another NumPy)
-        return None
-
-
-def fused_module(required: bool) -> ModuleType | None:
-    """:mod:`npoptim._fused` (which imports numba), or None where numba cannot be imported;
-    ``required`` (``fused=True``) raises instead, with the install command."""
-    if required:
-        require_numba()
-        return importlib.import_module("npoptim._fused")
-    return _import_fused()
+    # the helpers start on the pieces while this thread does the small ones
+    parallel_map(update_piece, tasks, first=update_small)
 
 
 def job(

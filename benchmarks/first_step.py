@@ -1,0 +1,115 @@
+"""First-step cost and the mixed-layout step, each measured in a new process.
+
+    python benchmarks/first_step.py              # every measurement
+    python benchmarks/first_step.py --skip-empty # leave out the empty-cache runs
+
+First step: a new Python process imports npoptim and takes one ``Adam.step()`` on a parameter of
+1,000,000 float32 values; the time runs from before ``import npoptim`` to the end of the step.
+It is taken for the default path (neither flag), ``fused=True`` and ``foreach=True`` (the NumPy
+path), with numba's cache folder (``NUMBA_CACHE_DIR``) empty and then warm (filled by the
+runs before). Each figure is the median of ``--repeats`` processes.
+
+Mixed layout: Adam on 4,000,000 float32 values whose parameter is Fortran-ordered and whose
+gradient is C-ordered, against all C-ordered; median step time over 20 steps after 3 warm-up
+steps, and the most memory one step allocates (tracemalloc), on the default path (its kernels
+compiled first, where ``npoptim.compile_kernels`` exists), ``fused=True`` and the for-loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+
+FIRST_STEP = r"""
+import time
+t0 = time.perf_counter()
+import numpy as np
+import npoptim
+w = npoptim.Parameter(np.ones(1_000_000, dtype=np.float32))
+w.grad = np.full(1_000_000, 0.5, dtype=np.float32)
+opt = npoptim.Adam([w], **FLAGS)
+opt.step()
+print(time.perf_counter() - t0)
+"""
+
+MIXED = r"""
+import json, statistics, time, tracemalloc
+import numpy as np
+import npoptim
+if hasattr(npoptim, "compile_kernels") and FLAGS == {}:
+    npoptim.compile_kernels(["Adam"], dtypes=[np.float32])
+rng = np.random.default_rng(0)
+out = {}
+for layout in ["matched", "mixed"]:
+    data = rng.standard_normal((2000, 2000)).astype(np.float32)
+    w = npoptim.Parameter(np.asfortranarray(data) if layout == "mixed" else data)
+    w.grad = np.ascontiguousarray(rng.standard_normal((2000, 2000)).astype(np.float32))
+    opt = npoptim.Adam([w], **FLAGS)
+    for _ in range(3):
+        opt.step()
+    times = []
+    for _ in range(20):
+        t = time.perf_counter()
+        opt.step()
+        times.append(time.perf_counter() - t)
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    opt.step()
+    peak = tracemalloc.get_traced_memory()[1] - before
+    tracemalloc.stop()
+    out[layout] = {"ms": 1e3 * statistics.median(times), "allocated_bytes": peak}
+print(json.dumps(out))
+"""
+
+
+def _run(code: str, flags: dict[str, bool], env: dict[str, str]) -> str:
+    source = code.replace("FLAGS", repr(flags))
+    done = subprocess.run(
+        [sys.executable, "-c", source], env=env, capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip().splitlines()[-1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-empty", action="store_true")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    base = dict(os.environ)
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
+    base["PYTHONPATH"] = os.pathsep.join([src, base.get("PYTHONPATH", "")])
+    results: dict[str, object] = {}
+    paths = {"numpy (foreach=True)": {"foreach": True}, "default": {}}
+    paths["fused=True"] = {"fused": True}
+    for name, flags in paths.items():
+        for cache in ["empty", "warm"]:
+            if cache == "empty" and args.skip_empty:
+                continue
+            times = []
+            for _ in range(args.repeats):
+                with tempfile.TemporaryDirectory() as folder:
+                    env = {**base, "NUMBA_CACHE_DIR": os.environ.get("WARM_CACHE", folder)}
+                    if cache == "warm":
+                        _run(FIRST_STEP, flags, env)  # fills the cache (a no-op if filled)
+                    times.append(float(_run(FIRST_STEP, flags, env)))
+            results[f"{name}, {cache} cache"] = round(statistics.median(times), 3)
+            print(f"{name:22} {cache:5} cache: {statistics.median(times):7.3f} s", flush=True)
+    with tempfile.TemporaryDirectory() as folder:
+        env = {**base, "NUMBA_CACHE_DIR": folder}
+        layouts = {"default": {}, "fused=True": {"fused": True}}
+        layouts["foreach=False"] = {"foreach": False}
+        for name, flags in layouts.items():
+            mixed = json.loads(_run(MIXED, flags, env))
+            results[f"mixed layout, {name}"] = mixed
+            print(f"layout {name:14}", mixed, flush=True)
+    print(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,600 @@
+"""The compiled path: numba kernels generated from the algorithms' element updates.
+
+An algorithm declares its update of one element (``Algorithm.element``, plain Python in its
+own module, next to its NumPy piece function). This module generates a small kernel from it
+(:data:`_TEMPLATE`) that walks blocks of the parameters of a call and applies the element
+update to each element, reading the parameter and its arrays once and writing them once; the
+blocks are shared among :func:`~npoptim._kernels.loop.get_num_threads` threads (the kernels
+release the GIL). numba compiles it without fast-math (no reordering, no ``a * b + c``
+contracted into a fused multiply-add) and with NumPy's rules for division by zero, so the
+results are bit-identical to the NumPy paths', as ``tests/test_paths.py`` checks.
+
+Compile only what runs: each kernel is compiled (or loaded from numba's disk cache) the first
+time an algorithm runs on a dtype, alone. :func:`kernel` with ``wait=False`` (the default
+path) never compiles: it returns None until the kernel is ready, and the caller steps on
+NumPy meanwhile while :func:`prepare` runs on a background thread. The generated source is
+compiled under the file name and module of the algorithm's module, so numba's cache finds it
+again in the next process and sees when that module changes; its function names carry a
+digest of the source, so a change of the template makes new cache entries.
+
+The arrays reach a kernel as a table of addresses (one row per role: parameter, gradient, each
+state; 0 for an absent role), one row of scalars per parameter in the parameter's dtype (a
+float32 parameter computes in float32, as NumPy does with Python numbers) and the flags. Each
+algorithm has two kernels: the *contiguous* one, for parameters whose arrays share one
+contiguous layout (flat blocks), and the *strided* one, for the others (a Fortran-ordered
+parameter with a C-ordered gradient, strided views, state in another order): their arrays seen
+as rows and columns in the parameter's memory order and cut into tiles; a tile row of an array
+whose columns are not contiguous is gathered into a small buffer, updated there and written
+back. A parameter that cannot be seen as rows and columns takes the for-loop path.
+
+This module imports numba; :mod:`npoptim._kernels` imports it only when the compiled path is
+used.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import hashlib
+import importlib
+import itertools
+import os
+import threading
+import types
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, cast
+
+import numpy as np
+
+from . import element
+from .loop import (
+    Array,
+    as_real,
+    as_rows_and_columns,
+    get_num_threads,
+    job,
+    parallel_map,
+    run_pieces,
+    same_layout,
+)
+from .registry import Algorithm
+
+__all__ = ["kernel", "prepare", "real_dtype", "run"]
+
+# numba is imported as an untyped module: its own annotations vary between versions.
+numba: Any = importlib.import_module("numba")
+_extending: Any = importlib.import_module("numba.extending")
+_numba_types = numba.types
+
+#: The options of every compiled function: IEEE arithmetic as written, NumPy's rules for
+#: division by zero.
+_OPTIONS = {"fastmath": False, "error_model": "numpy"}
+
+#: Most elements of one work item; a parameter's elements are split into items this size.
+_BLOCK = 1 << 14
+
+#: Elements of work a thread must have before the kernels use it (see :func:`run`).
+_PER_THREAD = 1 << 17
+
+#: The dtypes the kernels compute in, and the complex ones they take as pairs of reals.
+_REAL = {np.dtype(t): np.dtype(r) for t, r in [
+    (np.float32, np.float32), (np.float64, np.float64),
+    (np.complex64, np.float32), (np.complex128, np.float64),
+]}  # fmt: skip
+
+#: Where an ndarray object keeps its data pointer: right after the object header (the first
+#: field of NumPy's PyArrayObject; Cython's PyArray_DATA reads it there too).
+_HEADER = object.__basicsize__
+
+
+def _data_field_is_where_expected() -> bool:
+    probe = np.zeros(3)
+    return ctypes.c_void_p.from_address(id(probe) + _HEADER).value == probe.ctypes.data
+
+
+_READ_DATA_FIELD = _data_field_is_where_expected()
+
+
+# ---------------------------------------------------------------------------- low level
+_cache_warning = {"given": False}
+
+
+def _warn_no_cache() -> None:
+    if not _cache_warning["given"]:
+        _cache_warning["given"] = True
+        warnings.warn(
+            "npoptim: numba has no writable folder for its cache of compiled kernels, so "
+            "every process compiles them again (seconds per optimizer and dtype); set "
+            "NUMBA_CACHE_DIR to a writable folder to keep them",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+
+
+def _jit(f: Callable[..., Any]) -> Any:
+    """``f`` compiled on first call (no disk cache: the kernels that call it hold its code)."""
+    return numba.njit(**_OPTIONS)(f)
+
+
+def _jit_cached(f: Callable[..., Any]) -> Any:
+    """``f`` compiled on first call and kept in numba's disk cache (a function that Python
+    calls), or compiled in each process where no cache folder is writable."""
+    try:
+        return numba.njit(cache=True, nogil=True, **_OPTIONS)(f)
+    except RuntimeError:  # no writable place for the cache
+        _warn_no_cache()
+        return numba.njit(nogil=True, **_OPTIONS)(f)
+
+
+def _intrinsic(f: Callable[..., Any]) -> Any:
+    return _extending.intrinsic(f)
+
+
+@_intrinsic
+def _load_word(typingctx: Any, address: Any) -> Any:
+    """The 64-bit integer stored at ``address``."""
+    signature = _numba_types.int64(address)
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        word = context.get_value_type(_numba_types.int64)
+        return builder.load(builder.inttoptr(args[0], word.as_pointer()))
+
+    return signature, codegen
+
+
+@_jit_cached
+def _data_addresses(objects: Any) -> Any:
+    """The data pointers of the ndarray objects at the addresses ``objects`` (0: none)."""
+    out = np.zeros_like(objects)
+    for k in range(objects.size):
+        if objects.flat[k] != 0:
+            out.flat[k] = _load_word(objects.flat[k] + _HEADER)
+    return out
+
+
+@_intrinsic
+def _pointer(typingctx: Any, address: Any, like: Any) -> Any:
+    """The integer ``address`` as a pointer to elements of ``like``'s dtype."""
+    signature = _numba_types.CPointer(like.dtype)(address, like)
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        return builder.inttoptr(args[0], context.get_value_type(sig.return_type))
+
+    return signature, codegen
+
+
+@_jit
+def _view(addresses: Any, role: int, block: Any, like: Any) -> Any:
+    """Elements ``start:stop`` of parameter ``i``'s array of ``role``, for ``block`` =
+    ``(i, start, stop)``: a 1-D array whose indices numba knows to be in range (so that the
+    loops over it vectorize), empty for a role the call does not have (address 0)."""
+    i, start, stop = block[0], block[1], block[2]
+    address = addresses[role, i]
+    if address == 0:
+        stop = start
+    return numba.carray(_pointer(address + start * like.itemsize, like), (stop - start,))
+
+
+@_jit
+def _row_pointer(addresses: Any, strides: Any, role: int, tile: Any, a: Any, like: Any) -> Any:
+    """A pointer to element ``(a, tile[3])`` of parameter ``tile[0]``'s array of ``role``
+    (seen as rows and columns, ``strides[role, i]`` elements apart), and the column stride."""
+    i = tile[0]
+    offset = a * strides[role, i, 0] + tile[3] * strides[role, i, 1]
+    return _pointer(addresses[role, i] + offset * like.itemsize, like), strides[role, i, 1]
+
+
+@_jit
+def _tile_row(addresses: Any, strides: Any, role: int, tile: Any, a: Any, buffer: Any) -> Any:
+    """Row ``a`` of a tile of ``role``'s array: a view where its columns are contiguous, else
+    a copy in ``buffer[role]`` (written back by :func:`_write_back`); empty for a role the
+    call does not have."""
+    n = tile[4] - tile[3]
+    if addresses[role, tile[0]] == 0:
+        return buffer[role, :0]
+    pointer, stride = _row_pointer(addresses, strides, role, tile, a, buffer)
+    if stride == 1:
+        return numba.carray(pointer, (n,))
+    row = buffer[role]
+    for j in range(n):
+        row[j] = pointer[j * stride]
+    return row
+
+
+@_jit
+def _write_back(addresses: Any, strides: Any, role: int, tile: Any, a: Any, row: Any) -> None:
+    """The copy :func:`_tile_row` made of row ``a`` written back into the array."""
+    if addresses[role, tile[0]] != 0:
+        pointer, stride = _row_pointer(addresses, strides, role, tile, a, row)
+        if stride != 1:
+            for j in range(row.size):
+                pointer[j * stride] = row[j]
+
+
+def _blocks(sizes: Array) -> Array:
+    """Work items ``(parameter, start, stop)`` of at most ``_BLOCK`` elements each (one, maybe
+    empty, for a parameter without elements)."""
+    counts = np.maximum(1, -(-sizes // _BLOCK))
+    param = np.repeat(np.arange(len(sizes), dtype=np.int64), counts)
+    start = (
+        np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(counts.cumsum() - counts, counts)
+    ) * _BLOCK
+    return np.stack([param, start, np.minimum(start + _BLOCK, sizes[param])], axis=1)
+
+
+_compiled_helpers: dict[Callable[..., Any], Any] = {}
+
+
+def _compile_element(f: Callable[..., Any]) -> Any:
+    """The element update (or helper) ``f`` compiled, with the helpers it calls
+    (:data:`npoptim._kernels.element.HELPERS`) compiled in its globals."""
+    found = _compiled_helpers.get(f)
+    if found is None:
+        code = cast(types.FunctionType, f)
+        namespace = dict(code.__globals__)
+        for name in code.__code__.co_names:
+            value = namespace.get(name)
+            if isinstance(value, types.FunctionType) and value in element.HELPERS:
+                namespace[name] = _compile_element(value)
+        copy = types.FunctionType(code.__code__, namespace, code.__name__, code.__defaults__)
+        copy.__qualname__, copy.__module__ = code.__qualname__, code.__module__
+        found = _compiled_helpers[f] = _jit(copy)
+    return found
+
+
+# ------------------------------------------------------------------------ code generation
+# For each algorithm, two kernels of two generated functions each. The block function reads its
+# parameter's row of scalars and the flags into named tuples (the fields that the algorithm's
+# ``scalars`` and ``flags`` return, which the compiler keeps in registers), takes a view of
+# each role and runs the element update over the block: one loop for each set of optional
+# roles present, so that no loop touches an array it does not need and each one vectorizes.
+# The tile function does the same row by row over a tile of rows and columns, a row of an
+# array whose columns are not contiguous gathered into a buffer first and written back after.
+# The run functions walk a range of blocks (tiles); threads of
+# :func:`npoptim._kernels.loop.parallel_map` share those of a call (the kernels release the GIL).
+_TEMPLATE = """
+def {name}_run(addresses, blocks, scalars, flags):
+    for k in range(blocks.shape[0]):
+        {name}_block(addresses, blocks[k], scalars, flags)
+
+
+def {name}_block(addresses, block, scalars, flags):
+    row = scalars[block[0]]
+    scalar = Scalars({scalar_fields})
+    flag = Flags({flag_fields})
+{views}
+{loops}
+
+
+def {name}_run_strided(addresses, strides, tiles, scalars, flags):
+    for k in range(tiles.shape[0]):
+        {name}_tile(addresses, strides, tiles[k], scalars, flags)
+
+
+def {name}_tile(addresses, strides, tile, scalars, flags):
+    row = scalars[tile[0]]
+    scalar = Scalars({scalar_fields})
+    flag = Flags({flag_fields})
+    buffer = np.empty(({roles}, tile[4] - tile[3]), scalars.dtype)
+    for a in range(tile[1], tile[2]):
+{rows}
+{strided_loops}
+{write_back}
+"""
+
+
+def _loops(roles: int, optional: Sequence[int], strided: bool) -> str:
+    """The loops of a block (or tile row): one for each subset of the optional roles present
+    (an absent role's value is the gradient's, which the element update does not use)."""
+    written = [r for r in range(roles) if r != 1]
+    indent = "        " if strided else "    "
+    lines: list[str] = []
+    for present in itertools.product([True, False], repeat=len(optional)):
+        taken = [r for r in range(roles) if r not in optional or present[optional.index(r)]]
+        tests = [
+            f"addresses[{r}, {'tile' if strided else 'block'}[0]] {'!=' if here else '=='} 0"
+            for r, here in zip(optional, present, strict=True)
+        ]
+        inputs = ", ".join(f"r{r}[j]" if r in taken else "r1[j]" for r in range(roles))
+        outputs = ", ".join(f"r{r}[j]" if r in taken else "_" for r in written)
+        lines += [
+            f"{indent}if {' and '.join(tests) or 'True'}:",
+            f"{indent}    for j in range(r0.size):",
+            f"{indent}        {outputs}, = update({inputs}, scalar, flag)",
+        ]
+    return "\n".join(lines)
+
+
+class _Source:
+    """The generated source of an algorithm's kernels (contiguous and strided), and the
+    names it needs."""
+
+    def __init__(
+        self, algorithm: Algorithm, scalar_names: Sequence[str], flag_names: Sequence[str]
+    ) -> None:
+        roles = len(algorithm.roles)
+        optional = [algorithm.roles.index(name) for name in algorithm.optional]
+        body = _TEMPLATE.format(
+            name="{name}",
+            scalar_fields=", ".join(f"row[{k}]" for k in range(len(scalar_names))),
+            flag_fields=", ".join(f"flags[{k}]" for k in range(len(flag_names))),
+            views="\n".join(
+                f"    r{r} = view(addresses, {r}, block, scalars)" for r in range(roles)
+            ),
+            loops=_loops(roles, optional, strided=False),
+            roles=roles,
+            rows="\n".join(
+                f"        r{r} = tile_row(addresses, strides, {r}, tile, a, buffer)"
+                for r in range(roles)
+            ),
+            strided_loops=_loops(roles, optional, strided=True),
+            write_back="\n".join(
+                f"        write_back(addresses, strides, {r}, tile, a, r{r})"
+                for r in range(roles) if r != 1
+            ),
+        )  # fmt: skip
+        update = cast(types.FunctionType, algorithm.element)
+        digest = hashlib.sha256(
+            "\0".join([body, *scalar_names, "|", *flag_names, update.__code__.co_filename]).encode()
+        ).hexdigest()[:12]
+        self.name = f"_{algorithm.name}_{digest}"
+        self.text = body.format(name=self.name)
+        self.filename = update.__code__.co_filename
+        self.scalar_names, self.flag_names = tuple(scalar_names), tuple(flag_names)
+
+
+# --------------------------------------------------------------------------- the kernels
+_kernels: dict[tuple[str, tuple[str, ...], tuple[str, ...]], dict[str, Any]] = {}
+_ready: dict[tuple[Any, ...], Any] = {}  # (kernel key, dtype) -> compiled for that dtype
+_build_lock = threading.RLock()
+
+
+def _after_fork_in_child() -> None:
+    """A child forked while a background thread compiled must not wait for that thread."""
+    global _build_lock
+    _build_lock = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _kernel_functions(source: _Source, algorithm: Algorithm) -> dict[str, Any]:
+    """The jitted run functions of ``source``, ``"contiguous"`` and ``"strided"`` (not yet
+    compiled for any dtype)."""
+    key = (algorithm.name, source.scalar_names, source.flag_names)
+    found = _kernels.get(key)
+    if found is not None:
+        return found
+    update = cast(types.FunctionType, algorithm.element)
+    namespace: dict[str, Any] = {
+        "__name__": update.__module__,  # numba's cache finds the module of the code by this
+        "view": _view,
+        "tile_row": _tile_row,
+        "write_back": _write_back,
+        "np": np,
+        "update": _compile_element(update),
+        "Scalars": collections.namedtuple(f"{algorithm.name}_scalars", source.scalar_names),
+        "Flags": collections.namedtuple(f"{algorithm.name}_flags", source.flag_names),
+    }
+    # compiled under the name of the algorithm's module, so that numba's cache knows it
+    exec(compile(source.text, source.filename, "exec"), namespace)
+    for part in ("block", "tile"):
+        namespace[f"{source.name}_{part}"] = _jit(namespace[f"{source.name}_{part}"])
+    found = _kernels[key] = {
+        "contiguous": _jit_cached(namespace[f"{source.name}_run"]),
+        "strided": _jit_cached(namespace[f"{source.name}_run_strided"]),
+    }
+    return found
+
+
+def _signature(real: np.dtype[Any], kind: str) -> Any:
+    """The signature of a run function of ``kind`` for parameters of the real dtype ``real``."""
+    t = _numba_types
+    table, scalars, flags = t.int64[:, ::1], numba.from_dtype(real)[:, ::1], t.boolean[::1]
+    if kind == "strided":
+        return t.void(table, t.int64[:, :, ::1], table, scalars, flags)
+    return t.void(table, table, scalars, flags)
+
+
+def kernel(
+    algorithm: Algorithm,
+    real: np.dtype[Any],
+    scalar_names: Sequence[str],
+    flag_names: Sequence[str],
+    *,
+    wait: bool,
+    kind: str = "contiguous",
+) -> Any:
+    """The kernel of ``kind`` (``"contiguous"`` arrays or ``"strided"`` rows) of
+    ``algorithm`` for the real dtype ``real``, compiled (or loaded from numba's cache) on
+    first use; with ``wait=False``, None unless it is ready already."""
+    key = (algorithm.name, tuple(scalar_names), tuple(flag_names), real, kind)
+    found = _ready.get(key)
+    if found is not None or not wait:
+        return found
+    with _build_lock:  # one compilation at a time (numba has a lock of its own, too)
+        if key not in _ready:
+            source = _Source(algorithm, scalar_names, flag_names)
+            function = _kernel_functions(source, algorithm)[kind]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", numba.NumbaWarning)
+                function.compile(_signature(real, kind))
+            _ready[key] = function
+        return _ready[key]
+
+
+def prepare(
+    algorithm: Algorithm,
+    roles: Sequence[Sequence[Array] | None],
+    per_param: Mapping[str, Sequence[Any]],
+    shared: Mapping[str, Any],
+) -> None:
+    """Compile (or load) every kernel a call with these arguments needs."""
+    scalars, flags = algorithm.numbers(roles, per_param, shared)
+    for real, kind in _needed(roles):
+        kernel(algorithm, real, list(scalars), list(flags), wait=True, kind=kind)
+
+
+def _needed(roles: Sequence[Sequence[Array] | None]) -> set[tuple[np.dtype[Any], str]]:
+    """The (real dtype, kind) of the kernels the parameters of ``roles`` need."""
+    needed = set()
+    for i, p in enumerate(cast(Sequence[Array], roles[0])):
+        if p.dtype in _REAL:
+            arrays = [None if r is None else r[i] for r in roles]
+            needed.add((_REAL[p.dtype], "contiguous" if same_layout(arrays) else "strided"))
+    return needed
+
+
+# ------------------------------------------------------------------------ the Python side
+def run(
+    algorithm: Algorithm,
+    roles: Sequence[Sequence[Array] | None],
+    per_param: Mapping[str, Sequence[Any]],
+    shared: Mapping[str, Any],
+    *,
+    wait: bool,
+) -> bool:
+    """Run ``algorithm``'s compiled kernel on every parameter (see
+    :func:`npoptim._kernels.elementwise`); False, having changed nothing, when a kernel is
+    not ready (``wait=False``: the caller runs a NumPy path). Parameters of a dtype the
+    kernels do not compute in (float16, ...) take the for-loop path."""
+    scalars, flags = algorithm.numbers(roles, per_param, shared)
+    scalar_names, flag_names = list(scalars), list(flags)
+    params = cast(Sequence[Array], roles[0])
+    by_dtype: dict[np.dtype[Any], list[int]] = {}
+    others: list[int] = []
+    for i, p in enumerate(params):
+        if p.dtype in _REAL:
+            by_dtype.setdefault(p.dtype, []).append(i)
+        else:
+            others.append(i)
+    kernels = {}
+    for real, kind in _needed(roles):
+        found = kernel(algorithm, real, scalar_names, flag_names, wait=wait, kind=kind)
+        if found is None:
+            return False
+        kernels[real, kind] = found
+    flag_array = np.array(list(flags.values()), dtype=np.bool_)
+    for dtype, members in by_dtype.items():
+        table = _scalar_table(scalars, members, _REAL[dtype])
+        functions = {kind: kernels.get((_REAL[dtype], kind)) for kind in ("contiguous", "strided")}
+        others += _run_dtype(functions, roles, members, table, flag_array)
+    run_pieces(algorithm.piece, [job(roles, per_param, shared, i) for i in others])
+    return True
+
+
+def _scalar_table(scalars: Mapping[str, Any], members: Sequence[int], real: np.dtype[Any]) -> Array:
+    """One row of scalars per parameter of ``members``, in the parameter's (real) dtype."""
+    table = np.empty((len(members), len(scalars)), dtype=real)
+    for k, value in enumerate(scalars.values()):
+        if isinstance(value, (list, tuple)):
+            table[:, k] = [value[i] for i in members]
+        else:
+            table[:, k] = value
+    return table
+
+
+def _run_dtype(
+    functions: Mapping[str, Any],
+    roles: Sequence[Sequence[Array] | None],
+    members: Sequence[int],
+    scalars: Array,
+    flags: Array,
+) -> list[int]:
+    """The kernels on the parameters ``members`` (all of one dtype): those whose arrays share
+    one contiguous layout in one call of the contiguous kernel, the others in one call of the
+    strided kernel (:func:`_run_strided`). Returns the parameters neither can take (strided
+    views of 3 or more axes that cannot be seen as rows and columns), for the for-loop path."""
+    whole: list[int] = []
+    mixed: list[int] = []
+    for k, i in enumerate(members):
+        (whole if same_layout([None if r is None else r[i] for r in roles]) else mixed).append(k)
+    if whole:
+        table = np.zeros((len(roles), len(whole)), dtype=np.int64)
+        for row, role in enumerate(roles):
+            if role is not None:
+                chosen = [role[members[k]] for k in whole]
+                if _READ_DATA_FIELD:
+                    table[row] = list(map(id, chosen))
+                else:
+                    table[row] = [a.ctypes.data for a in chosen]
+        addresses = _data_addresses(table) if _READ_DATA_FIELD else table
+        params = cast(Sequence[Array], roles[0])
+        sizes = np.array([params[members[k]].size for k in whole], dtype=np.int64)
+        if params[members[0]].dtype.kind == "c":
+            sizes *= 2  # pairs of reals
+        _launch(functions["contiguous"], addresses, _blocks(sizes), scalars[whole], flags, sizes)
+    matrices, taken, left = [], [], []
+    for k in mixed:
+        found = as_rows_and_columns([None if r is None else as_real(r[members[k]]) for r in roles])
+        if found is None:
+            left.append(members[k])
+        else:
+            matrices.append(found)
+            taken.append(k)
+    if taken:
+        _run_strided(functions["strided"], matrices, scalars[taken], flags)
+    return left
+
+
+#: Rows and columns of the tiles of the strided kernel: a tile's columns of an array whose
+#: rows are contiguous in memory stay in the L1 cache while the kernel walks its rows.
+_TILE = (64, 512)
+
+
+def _run_strided(
+    function: Any, matrices: Sequence[Sequence[Array | None]], scalars: Array, flags: Array
+) -> None:
+    """The strided kernel on parameters whose arrays do not share a contiguous layout, each
+    given as rows and columns in the parameter's memory order (a Fortran-ordered parameter's
+    columns are its rows): tiles of them, shared among threads."""
+    addresses = np.zeros((len(matrices[0]), len(matrices)), dtype=np.int64)
+    strides = np.zeros((len(matrices[0]), len(matrices), 2), dtype=np.int64)
+    tiles: list[tuple[int, int, int, int, int]] = []
+    for i, views in enumerate(matrices):
+        for r, m in enumerate(views):
+            if m is not None:
+                addresses[r, i] = m.ctypes.data
+                strides[r, i] = [m.strides[0] // m.itemsize, m.strides[1] // m.itemsize]
+        rows, columns = cast(Array, views[0]).shape
+        tiles += [
+            (i, a, min(a + _TILE[0], rows), c, min(c + _TILE[1], columns))
+            for a in range(0, rows, _TILE[0])
+            for c in range(0, columns, _TILE[1])
+        ]  # fmt: skip
+    table = np.array(tiles, dtype=np.int64).reshape(-1, 5)
+    work = int(((table[:, 2] - table[:, 1]) * (table[:, 4] - table[:, 3])).sum())
+    threads = min(get_num_threads(), work // _PER_THREAD)
+    scalars = np.ascontiguousarray(scalars)
+    if threads <= 1:
+        function(addresses, strides, table, scalars, flags)
+        return
+    bounds = np.linspace(0, len(table), 4 * threads + 1).astype(np.int64)
+    ranges = [(int(a), int(b)) for a, b in itertools.pairwise(bounds) if b > a]
+    parallel_map(lambda r: function(addresses, strides, table[r[0] : r[1]], scalars, flags), ranges)
+
+
+def _launch(
+    function: Any, addresses: Array, blocks: Array, scalars: Array, flags: Array, sizes: Array
+) -> None:
+    """``function`` over ``blocks``, shared among threads: one for each ``_PER_THREAD``
+    elements, up to :func:`get_num_threads` (on less work, waking threads costs more than it
+    saves)."""
+    scalars = np.ascontiguousarray(scalars)
+    threads = min(get_num_threads(), int(sizes.sum()) // _PER_THREAD)
+    if threads <= 1:
+        function(addresses, blocks, scalars, flags)
+        return
+    bounds = np.linspace(0, len(blocks), 4 * threads + 1).astype(np.int64)
+    ranges = [(int(a), int(b)) for a, b in itertools.pairwise(bounds) if b > a]
+    parallel_map(lambda r: function(addresses, blocks[r[0] : r[1]], scalars, flags), ranges)
+
+
+def real_dtype(dtype: np.dtype[Any]) -> np.dtype[Any] | None:
+    """The dtype the kernels compute ``dtype`` in (complex: its real part's), or None."""
+    return _REAL.get(dtype)
+
+
+_IMPORTED = True  # the last line: the background thread has finished importing this module
