@@ -315,7 +315,7 @@ def elementwise(
         _foreach.run(piece, roles, per_param, shared)
 
 
-_FUSED_MISSING = 'fused=True needs numba, which is not installed: pip install "npoptim[fused]"'
+_FUSED_MISSING = "fused=True needs numba, which is not installed: pip install numba"
 
 
 def require_numba() -> None:
