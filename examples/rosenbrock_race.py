@@ -47,6 +47,8 @@ from npoptim import Parameter, SparseGrad
 Array = np.ndarray[Any, Any]
 DEFAULT_OUT = Path(__file__).resolve().parent / "output"
 START = (-1.5, 2.0)
+VIEW = (np.array([-2.0, -1.0]), np.array([2.0, 3.0]))  # the valley and the start
+FRAME_MAX = 50.0  # farther than this, a panel would show nothing but the excursion
 
 
 def rosenbrock(x: float, y: float) -> float:
@@ -148,17 +150,31 @@ def race(racer: Racer, steps: int, seed: int) -> dict[str, Any]:
     }
 
 
+def frame(xy: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Axis limits that hold the default view and the whole path, up to |x|, |y| <= FRAME_MAX.
+
+    Returns the lower and upper corners and whether part of the path lies beyond them.
+    """
+    lo = np.minimum(xy.min(axis=0), VIEW[0]) if len(xy) else VIEW[0]
+    hi = np.maximum(xy.max(axis=0), VIEW[1]) if len(xy) else VIEW[1]
+    clipped = bool(np.any(lo < -FRAME_MAX) or np.any(hi > FRAME_MAX))
+    lo, hi = np.maximum(lo, -FRAME_MAX), np.minimum(hi, FRAME_MAX)
+    pad = 0.04 * (hi - lo)
+    return lo - pad, hi + pad, clipped
+
+
 def plot(results: list[dict[str, Any]], steps: int, path: Path) -> None:
     ncols = 4
     nrows = -(-len(results) // ncols)
-    fig = Figure(figsize=(3.2 * ncols, 2.9 * nrows), layout="constrained")
+    fig = Figure(figsize=(3.4 * ncols, 3.1 * nrows), layout="constrained")
     axes = fig.subplots(nrows, ncols).ravel()
-    gx, gy = np.meshgrid(np.linspace(-2, 2, 300), np.linspace(-1, 3, 300))
-    log_f = np.log10(rosenbrock(gx, gy) + 1e-3)  # type: ignore[arg-type]
     for ax, r in zip(axes, results, strict=False):
-        ax.contourf(gx, gy, log_f, levels=20, cmap="Greys_r", alpha=0.6)
         xy = np.array(r["path"], dtype=float)
         xy = xy[np.all(np.isfinite(xy), axis=1)]
+        lo, hi, clipped = frame(xy)
+        gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], 300), np.linspace(lo[1], hi[1], 300))
+        log_f = np.log10(rosenbrock(gx, gy) + 1e-3)  # type: ignore[arg-type]
+        ax.contourf(gx, gy, log_f, levels=20, cmap="Greys_r", alpha=0.6)
         ax.plot(xy[:, 0], xy[:, 1], "-", color="C3", lw=1, marker=".", ms=2)
         ax.plot(*START, "o", color="C0", ms=5)
         ax.plot(1, 1, "*", color="gold", mec="k", ms=11)
@@ -166,11 +182,16 @@ def plot(results: list[dict[str, Any]], steps: int, path: Path) -> None:
         first = r["first_step_below_1e-4"]
         reached = "" if first is None else f", f < 1e-4 at step {first}"
         ax.set_title(f"{r['optimizer']}\n{final}{reached}", fontsize=9)
-        ax.set(xlim=(-2, 2), ylim=(-1, 3), xticks=[], yticks=[])
+        ax.set(xlim=(lo[0], hi[0]), ylim=(lo[1], hi[1]))
+        ax.tick_params(labelsize=7)
+        if clipped:
+            ax.text(0.02, 0.02, f"path leaves the frame (|x|, |y| > {FRAME_MAX:g})",
+                    transform=ax.transAxes, fontsize=7, color="C3")  # fmt: skip
     for ax in axes[len(results) :]:
         ax.set_axis_off()
     fig.suptitle(
-        f"Rosenbrock from (-1.5, 2) (blue): {steps} steps per optimizer; the star is the minimum"
+        f"Rosenbrock from (-1.5, 2) (blue): {steps} steps per optimizer; the star is the minimum;"
+        " each panel is widened to show its whole path"
     )
     fig.savefig(path, dpi=100)
 

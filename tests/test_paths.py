@@ -219,10 +219,10 @@ def test_fused_without_numba_names_the_install_command(monkeypatch: pytest.Monke
         "find_spec",
         lambda name, *args: None if name == "numba" else real_find_spec(name, *args),
     )
-    with pytest.raises(ImportError, match=r'pip install "npoptim\[fused\]"'):
+    with pytest.raises(ImportError, match=r"pip install numba"):
         npoptim.Adam([Parameter(np.zeros(2))], fused=True)
     w = Parameter(np.zeros(2))
-    with pytest.raises(ImportError, match=r'pip install "npoptim\[fused\]"'):
+    with pytest.raises(ImportError, match=r"pip install numba"):
         npoptim.functional.adam(
             [w], [np.ones(2)], [np.zeros(2)], [np.zeros(2)], [], [1.0], amsgrad=False,
             beta1=0.9, beta2=0.999, lr=0.1, weight_decay=0.0, eps=1e-8, maximize=False,

@@ -1,4 +1,6 @@
 // MathJax for pymdownx.arithmatex (generic mode): \( \) inline, \[ \] and $$ $$ display.
+// MathJax itself is the copy the site ships (javascripts/vendor/mathjax/, see
+// docs/_hooks/offline_math.py), with every TeX extension built in: nothing is loaded later.
 window.MathJax = {
   tex: {
     inlineMath: [["\\(", "\\)"]],
@@ -9,6 +11,9 @@ window.MathJax = {
   options: {
     ignoreHtmlClass: ".*|",
     processHtmlClass: "arithmatex",
+  },
+  svg: {
+    fontCache: "global",
   },
 };
 

@@ -670,7 +670,7 @@ _foreach_doc = r"""foreach (bool, optional): whether the multi-tensor implementa
             (default: None)"""
 
 _fused_doc = r"""fused (bool, optional): whether the compiled single-pass implementation is
-            used (numba, ``pip install "npoptim[fused]"``). It computes the same values as the
+            used (needs numba: ``pip install numba``). It computes the same values as the
             for-loop path; with neither flag, npoptim uses it when numba is installed
             (default: None)"""
 

@@ -47,7 +47,7 @@ __all__ = [
     "set_num_threads",
 ]
 
-_FUSED_MISSING = 'fused=True needs numba, which is not installed: pip install "npoptim[fused]"'
+_FUSED_MISSING = "fused=True needs numba, which is not installed: pip install numba"
 
 
 def require_numba() -> None:
