@@ -93,6 +93,10 @@ RACERS = [
         closure=True,
     ),
     Racer("LBFGS lr=1, no search", lambda ps: npoptim.LBFGS(ps, max_iter=1), closure=True),
+    # Beyond torch.optim. SOAP's point is a 1 x 2 matrix, so its two-sided preconditioner
+    # rotates the step (as a vector it would be Adam unless precondition_1d=True).
+    Racer("SOAP", lambda ps: npoptim.SOAP(ps, lr=0.01, weight_decay=0.0), shape=(1, 2)),
+    Racer("Lookahead Adam", lambda ps: npoptim.Lookahead(npoptim.Adam(ps, lr=0.1))),
 ]
 
 

@@ -22,6 +22,7 @@ from .clip_grad import (
     vector_to_parameters,
 )
 from .lbfgs import LBFGS
+from .lookahead import Lookahead
 from .muon import Muon
 from .nadam import NAdam
 from .optimizer import (
@@ -37,6 +38,7 @@ from .rmsprop import RMSprop
 from .rprop import Rprop
 from .serialization import CheckpointError, load, save
 from .sgd import SGD
+from .soap import SOAP
 from .sparse_adam import SparseAdam
 
 __version__ = "0.1.0"
@@ -45,6 +47,7 @@ __all__ = [
     "ASGD",
     "LBFGS",
     "SGD",
+    "SOAP",
     "Adadelta",
     "Adafactor",
     "Adagrad",
@@ -52,6 +55,7 @@ __all__ = [
     "AdamW",
     "Adamax",
     "CheckpointError",
+    "Lookahead",
     "Muon",
     "NAdam",
     "Optimizer",

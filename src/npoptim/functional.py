@@ -11,12 +11,14 @@ from .adam import adam
 from .adamax import adamax
 from .adamw import adamw
 from .asgd import asgd
+from .lookahead import lookahead
 from .muon import muon
 from .nadam import nadam
 from .radam import radam
 from .rmsprop import rmsprop
 from .rprop import rprop
 from .sgd import sgd
+from .soap import soap
 from .sparse_adam import sparse_adam
 
 __all__ = [
@@ -27,11 +29,13 @@ __all__ = [
     "adamax",
     "adamw",
     "asgd",
+    "lookahead",
     "muon",
     "nadam",
     "radam",
     "rmsprop",
     "rprop",
     "sgd",
+    "soap",
     "sparse_adam",
 ]
