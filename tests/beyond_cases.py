@@ -180,10 +180,9 @@ LOOKAHEAD = Case(
 
 CASES = {case.name: case for case in [SOAP, LOOKAHEAD]}
 
-# ------------------------------------------------------------- Lion and LAMB (no class yet)
-# The elementwise newcomers are built on the kernel registry; until their classes exist,
-# their references are checked against the oracles' golden trajectories
-# (tests/test_beyond_references.py), and these cases are ready for the class tests.
+# ------------------------------------------------------------------- Lion and LAMB
+# The elementwise newcomers, built on the kernel registry (tests/test_beyond_elementwise.py;
+# their references against the oracles: tests/test_beyond_references.py).
 
 
 def _build_named(name: str) -> Any:
@@ -267,3 +266,7 @@ LAMB = Case(
 )
 
 CASES.update({case.name: case for case in [LION, LAMB]})
+
+#: The configurations of the elementwise newcomers, for the tests that iterate the registry
+#: (``test_paths.py``, ``test_allocations.py``) alongside torch's ``configs.CONFIGS``.
+ELEMENTWISE_CONFIGS = {case.name: case.configs for case in [LION]}

@@ -25,12 +25,14 @@ import numpy as np
 import pytest
 
 import npoptim
+from beyond_cases import ELEMENTWISE_CONFIGS
 from configs import CONFIGS
 from harness import config_ids
 from npoptim import Parameter, SparseGrad
 from npoptim._kernels import registry
 
 ELEMENTWISE = registry.optimizer_names(elementwise_only=True)
+CONFIGS = {**CONFIGS, **ELEMENTWISE_CONFIGS}
 CASES = [(f"{name}-{desc}", name, kwargs) for name in ELEMENTWISE for desc, kwargs in CONFIGS[name]]
 HAS_NUMBA = importlib.util.find_spec("numba") is not None
 PATHS = {"default": {}, "foreach": {"foreach": True}, "for-loop": {"foreach": False}}

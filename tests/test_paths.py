@@ -35,12 +35,14 @@ import numpy as np
 import pytest
 
 import npoptim
+from beyond_cases import ELEMENTWISE_CONFIGS
 from configs import CONFIGS
 from harness import config_ids
 from npoptim import Parameter, SparseGrad
 from npoptim._kernels import loop, registry
 
 ELEMENTWISE = registry.optimizer_names(elementwise_only=True)
+CONFIGS = {**CONFIGS, **ELEMENTWISE_CONFIGS}
 CASES = [(name, desc, kwargs) for name in ELEMENTWISE for desc, kwargs in CONFIGS[name]]
 HAS_NUMBA = importlib.util.find_spec("numba") is not None
 SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")

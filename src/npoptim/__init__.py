@@ -22,6 +22,7 @@ from .clip_grad import (
     vector_to_parameters,
 )
 from .lbfgs import LBFGS
+from .lion import Lion
 from .lookahead import Lookahead
 from .muon import Muon
 from .nadam import NAdam
@@ -55,6 +56,7 @@ __all__ = [
     "AdamW",
     "Adamax",
     "CheckpointError",
+    "Lion",
     "Lookahead",
     "Muon",
     "NAdam",

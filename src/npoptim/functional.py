@@ -11,6 +11,7 @@ from .adam import adam
 from .adamax import adamax
 from .adamw import adamw
 from .asgd import asgd
+from .lion import lion
 from .lookahead import lookahead
 from .muon import muon
 from .nadam import nadam
@@ -29,6 +30,7 @@ __all__ = [
     "adamax",
     "adamw",
     "asgd",
+    "lion",
     "lookahead",
     "muon",
     "nadam",

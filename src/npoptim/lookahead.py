@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ._kernel import Array
+from ._kernels.loop import Array
 from .optimizer import Optimizer, StateDict, _copy_value
 from .parameter import Parameter
 

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ._kernel import Array
+from ._kernels.loop import Array
 from .optimizer import (
     Optimizer,
     ParamsT,

@@ -106,6 +106,7 @@ ELEMENTWISE: dict[str, str] = {
     "Rprop": "rprop",
     "NAdam": "nadam",
     "RAdam": "radam",
+    "Lion": "lion",
 }
 
 #: The other optimizer classes (updates that are not elementwise), and their modules.
