@@ -269,4 +269,4 @@ CASES.update({case.name: case for case in [LION, LAMB]})
 
 #: The configurations of the elementwise newcomers, for the tests that iterate the registry
 #: (``test_paths.py``, ``test_allocations.py``) alongside torch's ``configs.CONFIGS``.
-ELEMENTWISE_CONFIGS = {case.name: case.configs for case in [LION]}
+ELEMENTWISE_CONFIGS = {case.name: case.configs for case in [LION, LAMB]}

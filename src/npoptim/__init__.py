@@ -21,6 +21,7 @@ from .clip_grad import (
     parameters_to_vector,
     vector_to_parameters,
 )
+from .lamb import LAMB
 from .lbfgs import LBFGS
 from .lion import Lion
 from .lookahead import Lookahead
@@ -46,6 +47,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ASGD",
+    "LAMB",
     "LBFGS",
     "SGD",
     "SOAP",

@@ -11,6 +11,7 @@ from .adam import adam
 from .adamax import adamax
 from .adamw import adamw
 from .asgd import asgd
+from .lamb import lamb
 from .lion import lion
 from .lookahead import lookahead
 from .muon import muon
@@ -30,6 +31,7 @@ __all__ = [
     "adamax",
     "adamw",
     "asgd",
+    "lamb",
     "lion",
     "lookahead",
     "muon",

@@ -107,6 +107,7 @@ ELEMENTWISE: dict[str, str] = {
     "NAdam": "nadam",
     "RAdam": "radam",
     "Lion": "lion",
+    "LAMB": "lamb",
 }
 
 #: The other optimizer classes (updates that are not elementwise), and their modules.
