@@ -97,6 +97,9 @@ RACERS = [
     # rotates the step (as a vector it would be Adam unless precondition_1d=True).
     Racer("SOAP", lambda ps: npoptim.SOAP(ps, lr=0.01, weight_decay=0.0), shape=(1, 2)),
     Racer("Lookahead Adam", lambda ps: npoptim.Lookahead(npoptim.Adam(ps, lr=0.1))),
+    Racer("Lion", lambda ps: npoptim.Lion(ps, lr=5e-3)),
+    # LAMB's trust ratio makes each step a fraction of the point's norm (2.5 here).
+    Racer("LAMB", lambda ps: npoptim.LAMB(ps, lr=2e-2)),
 ]
 
 

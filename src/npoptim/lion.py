@@ -113,7 +113,7 @@ Lion.__doc__ = rf"""Implements Lion (EvoLved Sign Momentum), beyond torch.optim.
 
     From Chen et al., "Symbolic Discovery of Optimization Algorithms" (NeurIPS 2023,
     https://arxiv.org/abs/2302.06675), Algorithm 2. Arguments, defaults and state follow the
-    authors' ``lion-pytorch`` (1.x), the oracle npoptim is tested against; the paper's form
+    authors' ``lion-pytorch`` (0.2.5), the oracle npoptim is tested against; the paper's form
     :math:`\theta_t = \theta_{{t-1}} - \eta(\mathrm{{sign}}(c_t) + \lambda\theta_{{t-1}})` is
     the same update. Lion's ``lr`` is typically 3-10x smaller than AdamW's and its
     ``weight_decay`` 3-10x larger.
