@@ -114,6 +114,7 @@ TORCH_FUSED = {"SGD", "Adam", "AdamW", "Adagrad"}
 ORACLES: dict[str, tuple[str, str, list[str]]] = {
     "Lion": ("lion_pytorch", "Lion", ["for-loop"]),
     "LAMB": ("pytorch_optimizer", "Lamb", ["for-loop", "foreach"]),
+    "AdEMAMix": ("pytorch_optimizer", "AdEMAMix", ["for-loop", "foreach"]),
 }
 NOT_ELEMENTWISE = set(registry.OTHERS)
 HAS_NUMBA = importlib.util.find_spec("numba") is not None

@@ -100,6 +100,7 @@ RACERS = [
     Racer("Lion", lambda ps: npoptim.Lion(ps, lr=5e-3)),
     # LAMB's trust ratio makes each step a fraction of the point's norm (2.5 here).
     Racer("LAMB", lambda ps: npoptim.LAMB(ps, lr=2e-2)),
+    Racer("AdEMAMix", lambda ps: npoptim.AdEMAMix(ps, lr=2e-2)),
 ]
 
 

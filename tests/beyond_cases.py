@@ -265,8 +265,49 @@ LAMB = Case(
     shapes=lambda kwargs: [(3, 4), (5,), (2, 3)],
 )
 
-CASES.update({case.name: case for case in [LION, LAMB]})
+
+def _build_oracle_ademamix(params: list[Any], kwargs: dict[str, Any]) -> Any:
+    from pytorch_optimizer import AdEMAMix
+
+    return AdEMAMix(params, **kwargs)
+
+
+ADEMAMIX = Case(
+    name="AdEMAMix",
+    # pytorch_optimizer's tests are not installed with it; these cover each of its options
+    configs=[
+        ("default", {}),
+        ("lr 0.1, L2 weight_decay", {"lr": 1e-1, "weight_decay": 1e-2}),
+        (
+            "weight_decouple (the paper's)",
+            {"lr": 1e-1, "weight_decay": 1e-2, "weight_decouple": True},
+        ),
+        (
+            "fixed_decay, maximize",
+            {
+                "lr": 1e-2,
+                "weight_decay": 1e-2,
+                "weight_decouple": True,
+                "fixed_decay": True,
+                "maximize": True,
+            },
+        ),
+        ("t_alpha_beta3 10, alpha 8", {"lr": 5e-2, "t_alpha_beta3": 10.0, "alpha": 8.0}),
+        ("betas, eps", {"lr": 5e-2, "betas": (0.8, 0.99, 0.999), "eps": 1e-6}),
+    ],
+    build_npoptim=_build_named("AdEMAMix"),
+    build_oracle=_build_oracle_ademamix,
+    oracle_module="pytorch_optimizer",
+    # No 0-d parameter: at lr 0.05-0.1 a scalar's steps (α = 5 of slow momentum) carry it
+    # back and forth across 0, where a relative comparison measures float32's cancellation
+    # (measured with a scalar: the oracle's own float32 run up to 4.6e-5 from its float64
+    # one, npoptim's float32 run 1.4e-6 to 9.7e-6 from the oracle's; matrix and vector
+    # within 2e-7).
+    shapes=lambda kwargs: [(3, 4), (5,), (2, 3)],
+)
+
+CASES.update({case.name: case for case in [LION, LAMB, ADEMAMIX]})
 
 #: The configurations of the elementwise newcomers, for the tests that iterate the registry
 #: (``test_paths.py``, ``test_allocations.py``) alongside torch's ``configs.CONFIGS``.
-ELEMENTWISE_CONFIGS = {case.name: case.configs for case in [LION, LAMB]}
+ELEMENTWISE_CONFIGS = {case.name: case.configs for case in [LION, LAMB, ADEMAMIX]}

@@ -12,6 +12,7 @@ from .adagrad import Adagrad
 from .adam import Adam
 from .adamax import Adamax
 from .adamw import AdamW
+from .ademamix import AdEMAMix
 from .asgd import ASGD
 from .clip_grad import (
     clip_grad_norm_,
@@ -51,6 +52,7 @@ __all__ = [
     "LBFGS",
     "SGD",
     "SOAP",
+    "AdEMAMix",
     "Adadelta",
     "Adafactor",
     "Adagrad",

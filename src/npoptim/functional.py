@@ -10,6 +10,7 @@ from .adagrad import adagrad
 from .adam import adam
 from .adamax import adamax
 from .adamw import adamw
+from .ademamix import ademamix
 from .asgd import asgd
 from .lamb import lamb
 from .lion import lion
@@ -30,6 +31,7 @@ __all__ = [
     "adam",
     "adamax",
     "adamw",
+    "ademamix",
     "asgd",
     "lamb",
     "lion",

@@ -108,6 +108,7 @@ ELEMENTWISE: dict[str, str] = {
     "RAdam": "radam",
     "Lion": "lion",
     "LAMB": "lamb",
+    "AdEMAMix": "ademamix",
 }
 
 #: The other optimizer classes (updates that are not elementwise), and their modules.
