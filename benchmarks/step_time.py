@@ -115,6 +115,7 @@ ORACLES: dict[str, tuple[str, str, list[str]]] = {
     "Lion": ("lion_pytorch", "Lion", ["for-loop"]),
     "LAMB": ("pytorch_optimizer", "Lamb", ["for-loop", "foreach"]),
     "AdEMAMix": ("pytorch_optimizer", "AdEMAMix", ["for-loop", "foreach"]),
+    "AdamWScheduleFree": ("schedulefree", "AdamWScheduleFree", ["for-loop", "foreach"]),
 }
 NOT_ELEMENTWISE = set(registry.OTHERS)
 HAS_NUMBA = importlib.util.find_spec("numba") is not None
@@ -204,6 +205,8 @@ def make_variant(
             module, cls, paths = ORACLES[name]
             oracle = getattr(importlib.import_module(module), cls)
             optimizer = oracle(tparams, **(kwargs if len(paths) > 1 else OPTIMIZERS[name]))
+            if hasattr(optimizer, "train"):  # Schedule-Free steps in train mode
+                optimizer.train()
         else:
             optimizer = getattr(torch.optim, name)(tparams, **kwargs)
         if path == "compiled":
@@ -213,6 +216,8 @@ def make_variant(
     for p, g in zip(nparams, grads, strict=True):
         p.grad = g.copy()
     optimizer = getattr(npoptim, name)(nparams, **kwargs)
+    if hasattr(optimizer, "train"):  # Schedule-Free steps in train mode
+        optimizer.train()
     return Variant(library, path, optimizer.step, optimizer)
 
 

@@ -306,8 +306,57 @@ ADEMAMIX = Case(
     shapes=lambda kwargs: [(3, 4), (5,), (2, 3)],
 )
 
-CASES.update({case.name: case for case in [LION, LAMB, ADEMAMIX]})
+
+def _build_oracle_adamw_schedulefree(params: list[Any], kwargs: dict[str, Any]) -> Any:
+    from schedulefree import AdamWScheduleFree
+
+    opt = AdamWScheduleFree(params, **kwargs)
+    opt.train()  # both start in evaluation mode
+    return opt
+
+
+def _build_adamw_schedulefree(
+    params: list[npoptim.Parameter], kwargs: dict[str, Any]
+) -> npoptim.Optimizer:
+    opt = npoptim.AdamWScheduleFree(params, **kwargs)
+    opt.train()
+    return opt
+
+
+ADAMW_SCHEDULEFREE = Case(
+    name="AdamWScheduleFree",
+    configs=[
+        ("default", {}),
+        # schedulefree's test_schedulefree.py: test_schedulefree_adam
+        (
+            "test: lr 0.3, warmup_steps 5, weight_decay 0.5",
+            {"lr": 0.3, "warmup_steps": 5, "weight_decay": 0.5},
+        ),
+        # the options its tests leave at their defaults
+        (
+            "r 0.5, weight_lr_power 1, warmup 3",
+            {"lr": 0.05, "r": 0.5, "weight_lr_power": 1.0, "warmup_steps": 3},
+        ),
+        ("betas, eps", {"lr": 0.05, "betas": (0.8, 0.99), "eps": 1e-6}),
+    ],
+    build_npoptim=_build_adamw_schedulefree,
+    build_oracle=_build_oracle_adamw_schedulefree,
+    oracle_module="schedulefree",
+)
+
+CASES.update({case.name: case for case in [LION, LAMB, ADEMAMIX, ADAMW_SCHEDULEFREE]})
 
 #: The configurations of the elementwise newcomers, for the tests that iterate the registry
-#: (``test_paths.py``, ``test_allocations.py``) alongside torch's ``configs.CONFIGS``.
-ELEMENTWISE_CONFIGS = {case.name: case.configs for case in [LION, LAMB, ADEMAMIX]}
+#: (``test_paths.py``, ``test_allocations.py``) alongside torch's ``configs.CONFIGS``: their
+#: optimizers are put in train mode there (:func:`in_train_mode`).
+ELEMENTWISE_CONFIGS = {
+    case.name: case.configs for case in [LION, LAMB, ADEMAMIX, ADAMW_SCHEDULEFREE]
+}
+
+
+def in_train_mode(opt: npoptim.Optimizer) -> npoptim.Optimizer:
+    """``opt`` after ``opt.train()`` where it has a train/eval switch (Schedule-Free)."""
+    train = getattr(opt, "train", None)
+    if train is not None:
+        train()
+    return opt

@@ -1,4 +1,4 @@
-"""The elementwise newcomers (Lion, LAMB, AdEMAMix) against their oracles (golden and live), their
+"""The elementwise newcomers (Lion, LAMB, AdEMAMix, AdamWScheduleFree) against their oracles (golden and live), their
 papers' references, and npoptim's conventions (resume from disk, maximize, validation).
 
 The problem is ``tests/beyond_harness.py``'s; the configurations are the oracles' own tests'
@@ -9,6 +9,7 @@ bits is ``tests/test_paths.py``'s, which takes them from the registry.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 
 import npoptim
-from beyond_cases import ADEMAMIX, LAMB, LION
+from beyond_cases import ADAMW_SCHEDULEFREE, ADEMAMIX, LAMB, LION
 from beyond_harness import (
     DTYPE_NAMES,
     DTYPES,
@@ -32,9 +33,9 @@ from beyond_harness import (
     run_reference,
 )
 from npoptim import Parameter, SparseGrad
-from references.beyond import ademamix, lamb, lion
+from references.beyond import ademamix, lamb, lion, schedulefree
 
-CASES = [LION, LAMB, ADEMAMIX]
+CASES = [LION, LAMB, ADEMAMIX, ADAMW_SCHEDULEFREE]
 RECTIFY = "recipe: rectify, degenerated_to_sgd"
 #: float32 runs where a parameter lands next to 0, so that the relative comparison measures
 #: float32's cancellation (measured, against how far the oracle's own float32 run is from its
@@ -160,11 +161,9 @@ def test_lion_sparse_grad_is_refused_before_any_change() -> None:
 
 @pytest.mark.parametrize("name", [case.name for case in CASES])
 def test_is_exported_with_its_functional_kernel(name: str) -> None:
-    module = getattr(npoptim, name).__module__
-    kernel = module.rsplit(".", 1)[1]
-    assert getattr(npoptim.functional, kernel) is getattr(
-        __import__(module, fromlist=[kernel]), kernel
-    )
+    module = importlib.import_module(getattr(npoptim, name).__module__)
+    kernel = module.ALGORITHM.name  # the functional kernel's name
+    assert getattr(npoptim.functional, kernel) is getattr(module, kernel)
 
 
 # ---------------------------------------------------------------------------- LAMB
@@ -312,3 +311,90 @@ def test_ademamix_schedules_warm_up_alpha_and_beta3() -> None:
 def test_ademamix_invalid_arguments_are_refused(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         npoptim.AdEMAMix([Parameter(np.zeros(2))], **kwargs)
+
+
+# ----------------------------------------------------------------- AdamWScheduleFree
+@pytest.mark.parametrize(("case", "kwargs", "desc", "dtype_name"), _params([ADAMW_SCHEDULEFREE]))
+def test_schedulefree_matches_paper_reference(
+    case: Case, kwargs: dict[str, Any], desc: str, dtype_name: str
+) -> None:
+    # The paper's x/z/y form against the oracle's in-place y update.
+    actual, _ = run_npoptim(case, kwargs, DTYPES[dtype_name], missing=None)
+    expected = run_reference(schedulefree.reference, case, kwargs, DTYPES[dtype_name], missing=None)
+    assert max_relative_error(actual, expected) <= {"float64": 1e-10, "float32": 1e-5}[dtype_name]
+
+
+def test_schedulefree_eval_gives_the_average_x_of_the_paper() -> None:
+    # eval() moves the parameters from y to the paper's x; train() moves them back.
+    case, kwargs = ADAMW_SCHEDULEFREE, {"lr": 0.05, "warmup_steps": 3}
+    _, opt = run_npoptim(case, kwargs, np.float64, missing=None, steps=6)
+    states: list[dict[str, Any]] = [{} for _ in case.shapes(kwargs)]
+    _reference_states(case, kwargs, states, steps=6)
+    params = opt.param_groups[0]["params"]
+    at_y = [np.array(p) for p in params]
+    opt.eval()
+    for p, state in zip(params, states, strict=True):
+        np.testing.assert_allclose(p, state["x"], rtol=1e-12, atol=1e-14)
+    opt.train()
+    for p, y in zip(params, at_y, strict=True):
+        np.testing.assert_allclose(p, y, rtol=1e-13, atol=1e-15)
+
+
+def _reference_states(
+    case: Case, kwargs: dict[str, Any], states: list[dict[str, Any]], steps: int
+) -> list[Any]:
+    """The reference's run, keeping each parameter's state in ``states``."""
+    import beyond_harness
+
+    values = [
+        v.astype(np.float64) for v in beyond_harness.initial_values(case.shapes(kwargs), np.float64)
+    ]
+    for k in range(steps):
+        for j, p in enumerate(values):
+            g = beyond_harness.gradient(k, j, p, None)
+            assert g is not None
+            values[j] = schedulefree.reference(p.copy(), g, states[j], k + 1, **kwargs)
+    return values
+
+
+def test_schedulefree_mode_round_trips_through_a_checkpoint(tmp_path: Path) -> None:
+    # Saved in eval mode (parameters at x), loaded into a new optimizer, back to train: the
+    # run continues as one that switched to eval and back without saving.
+    case, kwargs = ADAMW_SCHEDULEFREE, {"lr": 0.05, "warmup_steps": 3, "weight_decay": 0.01}
+    import beyond_harness
+
+    def start() -> tuple[list[Parameter], npoptim.Optimizer]:
+        params = [
+            Parameter(v) for v in beyond_harness.initial_values(case.shapes(kwargs), np.float64)
+        ]
+        return params, case.build_npoptim(params, kwargs)
+
+    params, opt = start()
+    beyond_harness.train(params, opt, range(8), None)
+    opt.eval()
+    npoptim.save(
+        {"params": [np.array(p) for p in params], "optimizer": opt.state_dict()}, tmp_path / "c.npz"
+    )
+    assert opt.state_dict()["param_groups"][0]["train_mode"] is False
+    opt.train()
+    straight = beyond_harness.train(params, opt, range(8, 16), None)
+
+    checkpoint = npoptim.load(tmp_path / "c.npz")
+    loaded = [Parameter(v) for v in checkpoint["params"]]
+    resumed = npoptim.AdamWScheduleFree(loaded, **kwargs)
+    resumed.load_state_dict(checkpoint["optimizer"])
+    with pytest.raises(RuntimeError, match="not in train mode"):
+        resumed.step()
+    resumed.train()
+    again = beyond_harness.train(loaded, resumed, range(8, 16), None)
+    assert_identical(again, straight)
+    assert_identical(resumed.state_dict(), opt.state_dict())
+
+
+def test_schedulefree_step_before_train_is_refused_before_any_change() -> None:
+    w = Parameter(np.ones(2))
+    opt = npoptim.AdamWScheduleFree([w])
+    w.grad = np.ones(2)
+    with pytest.raises(RuntimeError, match="Optimizer was not in train mode when step is called"):
+        opt.step()
+    assert len(opt.state) == 0 and opt.param_groups[0]["k"] == 0

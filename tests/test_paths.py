@@ -35,7 +35,7 @@ import numpy as np
 import pytest
 
 import npoptim
-from beyond_cases import ELEMENTWISE_CONFIGS
+from beyond_cases import ELEMENTWISE_CONFIGS, in_train_mode
 from configs import CONFIGS
 from harness import config_ids
 from npoptim import Parameter, SparseGrad
@@ -142,9 +142,8 @@ def set_grads(groups: list[list[Parameter]], step: int) -> None:
 def run(name: str, kwargs: dict[str, Any], flags: dict[str, bool]) -> list[Any]:
     """The parameters and state after each step."""
     groups = make_groups()
-    opt = getattr(npoptim, name)(
-        [{"params": groups[0]}, {"params": groups[1]}], **{**kwargs, **flags}
-    )
+    groups_ = [{"params": groups[0]}, {"params": groups[1]}]
+    opt = in_train_mode(getattr(npoptim, name)(groups_, **{**kwargs, **flags}))
     history = []
     for step in range(STEPS):
         set_grads(groups, step)

@@ -39,6 +39,7 @@ from .parameter import Parameter, SparseGrad
 from .radam import RAdam
 from .rmsprop import RMSprop
 from .rprop import Rprop
+from .schedulefree import AdamWScheduleFree
 from .serialization import CheckpointError, load, save
 from .sgd import SGD
 from .soap import SOAP
@@ -58,6 +59,7 @@ __all__ = [
     "Adagrad",
     "Adam",
     "AdamW",
+    "AdamWScheduleFree",
     "Adamax",
     "CheckpointError",
     "Lion",

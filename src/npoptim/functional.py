@@ -20,6 +20,7 @@ from .nadam import nadam
 from .radam import radam
 from .rmsprop import rmsprop
 from .rprop import rprop
+from .schedulefree import adamw_schedulefree
 from .sgd import sgd
 from .soap import soap
 from .sparse_adam import sparse_adam
@@ -31,6 +32,7 @@ __all__ = [
     "adam",
     "adamax",
     "adamw",
+    "adamw_schedulefree",
     "ademamix",
     "asgd",
     "lamb",

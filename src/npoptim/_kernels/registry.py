@@ -109,6 +109,7 @@ ELEMENTWISE: dict[str, str] = {
     "Lion": "lion",
     "LAMB": "lamb",
     "AdEMAMix": "ademamix",
+    "AdamWScheduleFree": "schedulefree",
 }
 
 #: The other optimizer classes (updates that are not elementwise), and their modules.
