@@ -109,6 +109,14 @@ OPTIMIZERS: dict[str, dict[str, Any]] = {
     if name not in {"SparseAdam", "LBFGS"}
 }
 TORCH_FUSED = {"SGD", "Adam", "AdamW", "Adagrad"}
+#: The optimizers torch.optim lacks: their oracle on torch takes torch's place (module,
+#: class, the paths it has).
+ORACLES: dict[str, tuple[str, str, list[str]]] = {
+    "Lion": ("lion_pytorch", "Lion", ["for-loop"]),
+    "LAMB": ("pytorch_optimizer", "Lamb", ["for-loop", "foreach"]),
+    "AdEMAMix": ("pytorch_optimizer", "AdEMAMix", ["for-loop", "foreach"]),
+    "AdamWScheduleFree": ("schedulefree", "AdamWScheduleFree", ["for-loop", "foreach"]),
+}
 NOT_ELEMENTWISE = set(registry.OTHERS)
 HAS_NUMBA = importlib.util.find_spec("numba") is not None
 
@@ -171,6 +179,8 @@ def _flags(path: str) -> dict[str, bool]:
 def torch_paths(name: str, compiled: bool = False) -> list[str]:
     if name in NOT_ELEMENTWISE:
         return ["for-loop"]
+    if name in ORACLES:
+        return ORACLES[name][2]
     paths = ["for-loop", "foreach"] + (["fused"] if name in TORCH_FUSED else [])
     return paths + (["compiled"] if compiled else [])
 
@@ -191,7 +201,14 @@ def make_variant(
         tparams = [torch.nn.Parameter(torch.from_numpy(v.copy())) for v in values]
         for p, g in zip(tparams, grads, strict=True):
             p.grad = torch.from_numpy(g.copy())
-        optimizer = getattr(torch.optim, name)(tparams, **kwargs)
+        if name in ORACLES:
+            module, cls, paths = ORACLES[name]
+            oracle = getattr(importlib.import_module(module), cls)
+            optimizer = oracle(tparams, **(kwargs if len(paths) > 1 else OPTIMIZERS[name]))
+            if hasattr(optimizer, "train"):  # Schedule-Free steps in train mode
+                optimizer.train()
+        else:
+            optimizer = getattr(torch.optim, name)(tparams, **kwargs)
         if path == "compiled":
             return compiled_variant(optimizer)
         return Variant(library, path, optimizer.step)
@@ -199,6 +216,8 @@ def make_variant(
     for p, g in zip(nparams, grads, strict=True):
         p.grad = g.copy()
     optimizer = getattr(npoptim, name)(nparams, **kwargs)
+    if hasattr(optimizer, "train"):  # Schedule-Free steps in train mode
+        optimizer.train()
     return Variant(library, path, optimizer.step, optimizer)
 
 

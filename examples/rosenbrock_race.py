@@ -68,6 +68,14 @@ class Racer:
     closure: bool = False  # LBFGS: step(closure)
 
 
+def schedule_free(params: list[Parameter]) -> npoptim.Optimizer:
+    """Schedule-Free AdamW in train mode (its steps need it; ``eval()`` would move the point
+    to the averaged iterate)."""
+    optimizer = npoptim.AdamWScheduleFree(params, lr=0.05)
+    optimizer.train()
+    return optimizer
+
+
 RACERS = [
     # Learning rates: the best of a grid (1e-4, 2e-4, 5e-4, ..., 5, 10) for 2,000 steps.
     Racer("SGD", lambda ps: npoptim.SGD(ps, lr=2e-3)),
@@ -99,6 +107,11 @@ RACERS = [
     # rotates the step (as a vector it would be Adam unless precondition_1d=True).
     Racer("SOAP", lambda ps: npoptim.SOAP(ps, lr=0.01, weight_decay=0.0), shape=(1, 2)),
     Racer("Lookahead Adam", lambda ps: npoptim.Lookahead(npoptim.Adam(ps, lr=0.1))),
+    Racer("Lion", lambda ps: npoptim.Lion(ps, lr=5e-3)),
+    # LAMB's trust ratio makes each step a fraction of the point's norm (2.5 here).
+    Racer("LAMB", lambda ps: npoptim.LAMB(ps, lr=2e-2)),
+    Racer("AdEMAMix", lambda ps: npoptim.AdEMAMix(ps, lr=2e-2)),
+    Racer("AdamWScheduleFree", schedule_free),
 ]
 
 

@@ -180,10 +180,9 @@ LOOKAHEAD = Case(
 
 CASES = {case.name: case for case in [SOAP, LOOKAHEAD]}
 
-# ------------------------------------------------------------- Lion and LAMB (no class yet)
-# The elementwise newcomers are built on the kernel registry; until their classes exist,
-# their references are checked against the oracles' golden trajectories
-# (tests/test_beyond_references.py), and these cases are ready for the class tests.
+# ------------------------------------------------------------------- Lion and LAMB
+# The elementwise newcomers, built on the kernel registry (tests/test_beyond_elementwise.py;
+# their references against the oracles: tests/test_beyond_references.py).
 
 
 def _build_named(name: str) -> Any:
@@ -266,4 +265,98 @@ LAMB = Case(
     shapes=lambda kwargs: [(3, 4), (5,), (2, 3)],
 )
 
-CASES.update({case.name: case for case in [LION, LAMB]})
+
+def _build_oracle_ademamix(params: list[Any], kwargs: dict[str, Any]) -> Any:
+    from pytorch_optimizer import AdEMAMix
+
+    return AdEMAMix(params, **kwargs)
+
+
+ADEMAMIX = Case(
+    name="AdEMAMix",
+    # pytorch_optimizer's tests are not installed with it; these cover each of its options
+    configs=[
+        ("default", {}),
+        ("lr 0.1, L2 weight_decay", {"lr": 1e-1, "weight_decay": 1e-2}),
+        (
+            "weight_decouple (the paper's)",
+            {"lr": 1e-1, "weight_decay": 1e-2, "weight_decouple": True},
+        ),
+        (
+            "fixed_decay, maximize",
+            {
+                "lr": 1e-2,
+                "weight_decay": 1e-2,
+                "weight_decouple": True,
+                "fixed_decay": True,
+                "maximize": True,
+            },
+        ),
+        ("t_alpha_beta3 10, alpha 8", {"lr": 5e-2, "t_alpha_beta3": 10.0, "alpha": 8.0}),
+        ("betas, eps", {"lr": 5e-2, "betas": (0.8, 0.99, 0.999), "eps": 1e-6}),
+    ],
+    build_npoptim=_build_named("AdEMAMix"),
+    build_oracle=_build_oracle_ademamix,
+    oracle_module="pytorch_optimizer",
+    # No 0-d parameter: at lr 0.05-0.1 a scalar's steps (α = 5 of slow momentum) carry it
+    # back and forth across 0, where a relative comparison measures float32's cancellation
+    # (measured with a scalar: the oracle's own float32 run up to 4.6e-5 from its float64
+    # one, npoptim's float32 run 1.4e-6 to 9.7e-6 from the oracle's; matrix and vector
+    # within 2e-7).
+    shapes=lambda kwargs: [(3, 4), (5,), (2, 3)],
+)
+
+
+def _build_oracle_adamw_schedulefree(params: list[Any], kwargs: dict[str, Any]) -> Any:
+    from schedulefree import AdamWScheduleFree
+
+    opt = AdamWScheduleFree(params, **kwargs)
+    opt.train()  # both start in evaluation mode
+    return opt
+
+
+def _build_adamw_schedulefree(
+    params: list[npoptim.Parameter], kwargs: dict[str, Any]
+) -> npoptim.Optimizer:
+    opt = npoptim.AdamWScheduleFree(params, **kwargs)
+    opt.train()
+    return opt
+
+
+ADAMW_SCHEDULEFREE = Case(
+    name="AdamWScheduleFree",
+    configs=[
+        ("default", {}),
+        # schedulefree's test_schedulefree.py: test_schedulefree_adam
+        (
+            "test: lr 0.3, warmup_steps 5, weight_decay 0.5",
+            {"lr": 0.3, "warmup_steps": 5, "weight_decay": 0.5},
+        ),
+        # the options its tests leave at their defaults
+        (
+            "r 0.5, weight_lr_power 1, warmup 3",
+            {"lr": 0.05, "r": 0.5, "weight_lr_power": 1.0, "warmup_steps": 3},
+        ),
+        ("betas, eps", {"lr": 0.05, "betas": (0.8, 0.99), "eps": 1e-6}),
+    ],
+    build_npoptim=_build_adamw_schedulefree,
+    build_oracle=_build_oracle_adamw_schedulefree,
+    oracle_module="schedulefree",
+)
+
+CASES.update({case.name: case for case in [LION, LAMB, ADEMAMIX, ADAMW_SCHEDULEFREE]})
+
+#: The configurations of the elementwise newcomers, for the tests that iterate the registry
+#: (``test_paths.py``, ``test_allocations.py``) alongside torch's ``configs.CONFIGS``: their
+#: optimizers are put in train mode there (:func:`in_train_mode`).
+ELEMENTWISE_CONFIGS = {
+    case.name: case.configs for case in [LION, LAMB, ADEMAMIX, ADAMW_SCHEDULEFREE]
+}
+
+
+def in_train_mode(opt: npoptim.Optimizer) -> npoptim.Optimizer:
+    """``opt`` after ``opt.train()`` where it has a train/eval switch (Schedule-Free)."""
+    train = getattr(opt, "train", None)
+    if train is not None:
+        train()
+    return opt

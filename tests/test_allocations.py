@@ -25,12 +25,14 @@ import numpy as np
 import pytest
 
 import npoptim
+from beyond_cases import ELEMENTWISE_CONFIGS, in_train_mode
 from configs import CONFIGS
 from harness import config_ids
 from npoptim import Parameter, SparseGrad
 from npoptim._kernels import registry
 
 ELEMENTWISE = registry.optimizer_names(elementwise_only=True)
+CONFIGS = {**CONFIGS, **ELEMENTWISE_CONFIGS}
 CASES = [(f"{name}-{desc}", name, kwargs) for name in ELEMENTWISE for desc, kwargs in CONFIGS[name]]
 HAS_NUMBA = importlib.util.find_spec("numba") is not None
 PATHS = {"default": {}, "foreach": {"foreach": True}, "for-loop": {"foreach": False}}
@@ -75,7 +77,7 @@ def test_elementwise_step_allocates_no_parameter_sized_temporary(
 ) -> None:
     rng = np.random.default_rng(0)
     p = Parameter(rng.standard_normal(SIZE).astype(np.float32))
-    opt = getattr(npoptim, name)([p], **{**kwargs, **PATHS[path]})
+    opt = in_train_mode(getattr(npoptim, name)([p], **{**kwargs, **PATHS[path]}))
     assert extra_bytes_of_a_step(opt, dense(p, rng)) < p.nbytes / 4
 
 
@@ -84,7 +86,8 @@ def test_elementwise_step_allocates_no_parameter_sized_temporary(
 def test_fused_step_allocates_no_parameter_sized_temporary(name: str) -> None:
     rng = np.random.default_rng(0)
     p = Parameter(rng.standard_normal(SIZE).astype(np.float32))
-    opt = getattr(npoptim, name)([p], fused=True, **({"lr": 0.1} if name == "SGD" else {}))
+    kwargs = {"lr": 0.1} if name == "SGD" else {}
+    opt = in_train_mode(getattr(npoptim, name)([p], fused=True, **kwargs))
     assert extra_bytes_of_a_step(opt, dense(p, rng)) < p.nbytes / 4
 
 
@@ -95,7 +98,7 @@ def test_fortran_parameter_with_c_gradient_allocates_no_parameter_sized_temporar
 ) -> None:
     rng = np.random.default_rng(0)
     p = Parameter(np.asfortranarray(rng.standard_normal((1000, SIZE // 1000)), np.float32))
-    opt = getattr(npoptim, name)([p], **ALL_PATHS[path])
+    opt = in_train_mode(getattr(npoptim, name)([p], **ALL_PATHS[path]))
     assert extra_bytes_of_a_step(opt, dense(p, rng, order="C")) < p.nbytes / 4
 
 

@@ -1,8 +1,7 @@
 """The references of Lion and LAMB (tests/references/beyond) against their oracles.
 
-npoptim's Lion and LAMB are built on the kernel registry and come later; their references
-and the oracles' golden trajectories are here already, and this file checks that the two
-agree, so the class tests can use either. LAMB's oracle departs from its paper in three
+This file checks that the references and the oracles' golden trajectories agree, so that
+the class tests (``tests/test_beyond_elementwise.py``) can use either. LAMB's oracle departs from its paper in three
 ways its reference names (``lamb.ORACLE_VARIANT``); the reference runs with them here, and
 without them (the paper) it is shown to differ.
 """

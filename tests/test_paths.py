@@ -35,12 +35,14 @@ import numpy as np
 import pytest
 
 import npoptim
+from beyond_cases import ELEMENTWISE_CONFIGS, in_train_mode
 from configs import CONFIGS
 from harness import config_ids
 from npoptim import Parameter, SparseGrad
 from npoptim._kernels import loop, registry
 
 ELEMENTWISE = registry.optimizer_names(elementwise_only=True)
+CONFIGS = {**CONFIGS, **ELEMENTWISE_CONFIGS}
 CASES = [(name, desc, kwargs) for name in ELEMENTWISE for desc, kwargs in CONFIGS[name]]
 HAS_NUMBA = importlib.util.find_spec("numba") is not None
 SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
@@ -140,9 +142,8 @@ def set_grads(groups: list[list[Parameter]], step: int) -> None:
 def run(name: str, kwargs: dict[str, Any], flags: dict[str, bool]) -> list[Any]:
     """The parameters and state after each step."""
     groups = make_groups()
-    opt = getattr(npoptim, name)(
-        [{"params": groups[0]}, {"params": groups[1]}], **{**kwargs, **flags}
-    )
+    groups_ = [{"params": groups[0]}, {"params": groups[1]}]
+    opt = in_train_mode(getattr(npoptim, name)(groups_, **{**kwargs, **flags}))
     history = []
     for step in range(STEPS):
         set_grads(groups, step)

@@ -23,7 +23,8 @@ from harness import DTYPES, Trajectory, run_torch, save_golden
 from npoptim._kernels import registry
 
 OWN_TOOLS = {"LBFGS", "SparseAdam", "Muon"}  # make_golden_lbfgs_sparse.py, make_golden_muon.py
-DEFAULT = [name for name in registry.optimizer_names() if name not in OWN_TOOLS]
+# the optimizers torch.optim lacks (Lion, ...) have no torch configs: make_golden_beyond.py
+DEFAULT = [n for n in registry.optimizer_names() if n in CONFIGS and n not in OWN_TOOLS]
 
 
 def dtype_names(name: str) -> list[str]:

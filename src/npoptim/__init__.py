@@ -12,6 +12,7 @@ from .adagrad import Adagrad
 from .adam import Adam
 from .adamax import Adamax
 from .adamw import AdamW
+from .ademamix import AdEMAMix
 from .asgd import ASGD
 from .clip_grad import (
     clip_grad_norm_,
@@ -21,7 +22,9 @@ from .clip_grad import (
     parameters_to_vector,
     vector_to_parameters,
 )
+from .lamb import LAMB
 from .lbfgs import LBFGS
+from .lion import Lion
 from .lookahead import Lookahead
 from .muon import Muon
 from .nadam import NAdam
@@ -36,6 +39,7 @@ from .parameter import Parameter, SparseGrad
 from .radam import RAdam
 from .rmsprop import RMSprop
 from .rprop import Rprop
+from .schedulefree import AdamWScheduleFree
 from .serialization import CheckpointError, load, save
 from .sgd import SGD
 from .soap import SOAP
@@ -45,16 +49,20 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ASGD",
+    "LAMB",
     "LBFGS",
     "SGD",
     "SOAP",
+    "AdEMAMix",
     "Adadelta",
     "Adafactor",
     "Adagrad",
     "Adam",
     "AdamW",
+    "AdamWScheduleFree",
     "Adamax",
     "CheckpointError",
+    "Lion",
     "Lookahead",
     "Muon",
     "NAdam",

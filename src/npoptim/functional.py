@@ -10,13 +10,17 @@ from .adagrad import adagrad
 from .adam import adam
 from .adamax import adamax
 from .adamw import adamw
+from .ademamix import ademamix
 from .asgd import asgd
+from .lamb import lamb
+from .lion import lion
 from .lookahead import lookahead
 from .muon import muon
 from .nadam import nadam
 from .radam import radam
 from .rmsprop import rmsprop
 from .rprop import rprop
+from .schedulefree import adamw_schedulefree
 from .sgd import sgd
 from .soap import soap
 from .sparse_adam import sparse_adam
@@ -28,7 +32,11 @@ __all__ = [
     "adam",
     "adamax",
     "adamw",
+    "adamw_schedulefree",
+    "ademamix",
     "asgd",
+    "lamb",
+    "lion",
     "lookahead",
     "muon",
     "nadam",

@@ -203,7 +203,10 @@ def compile_kernels(
             for order in ("C", "F"):
                 w = npoptim.Parameter(np.ones((2, 2), dtype=np.dtype(dtype), order=order))
                 w.grad = np.ones((2, 2), dtype=dtype)
-                getattr(npoptim, name)([w], fused=True).step()
+                optimizer = getattr(npoptim, name)([w], fused=True)
+                if hasattr(optimizer, "train"):  # a train/eval switch (Schedule-Free)
+                    optimizer.train()
+                optimizer.step()
     return names
 
 

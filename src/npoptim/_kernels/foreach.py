@@ -56,7 +56,7 @@ def run(
         start, size = 0, 0
         for k, arrays in enumerate(members):
             nbytes = cast(Array, arrays[0]).nbytes
-            if size + nbytes > loop.CHUNK_BYTES:
+            if size + nbytes > loop.CHUNK_BYTES and k > start:  # never an empty pack
                 _run_packed(piece, members[start:k], kwargs)
                 start, size = k, 0
             size += nbytes

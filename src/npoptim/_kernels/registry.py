@@ -108,6 +108,10 @@ ELEMENTWISE: dict[str, str] = {
     "Rprop": "rprop",
     "NAdam": "nadam",
     "RAdam": "radam",
+    "Lion": "lion",
+    "LAMB": "lamb",
+    "AdEMAMix": "ademamix",
+    "AdamWScheduleFree": "schedulefree",
 }
 
 #: The other optimizer classes (updates that are not elementwise), and their modules.

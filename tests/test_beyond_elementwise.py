@@ -1,0 +1,400 @@
+"""The elementwise newcomers (Lion, LAMB, AdEMAMix, AdamWScheduleFree) against their oracles (golden and live), their
+papers' references, and npoptim's conventions (resume from disk, maximize, validation).
+
+The problem is ``tests/beyond_harness.py``'s; the configurations are the oracles' own tests'
+(``tests/beyond_cases.py``). That every path (for-loop, multi-tensor, compiled) gives the same
+bits is ``tests/test_paths.py``'s, which takes them from the registry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import npoptim
+from beyond_cases import ADAMW_SCHEDULEFREE, ADEMAMIX, LAMB, LION
+from beyond_harness import (
+    DTYPE_NAMES,
+    DTYPES,
+    TOLERANCE,
+    Case,
+    assert_identical,
+    golden_path,
+    load_golden,
+    max_relative_error,
+    resumed_run,
+    run_npoptim,
+    run_oracle,
+    run_reference,
+)
+from npoptim import Parameter, SparseGrad
+from references.beyond import ademamix, lamb, lion, schedulefree
+
+CASES = [LION, LAMB, ADEMAMIX, ADAMW_SCHEDULEFREE]
+RECTIFY = "recipe: rectify, degenerated_to_sgd"
+#: float32 runs where a parameter lands next to 0, so that the relative comparison measures
+#: float32's cancellation (measured, against how far the oracle's own float32 run is from its
+#: float64 one there): LAMB's rectify recipe (lr 0.5) ends its first step by a cancellation,
+#: oracle 1.1e-4 from float64, npoptim 3.4e-6 from the oracle (float64 agrees to 3e-14).
+LOOSER = {("LAMB", RECTIFY, "float32"): 1e-5}
+
+
+def tolerance(case: Case, desc: str, dtype_name: str) -> float:
+    return LOOSER.get((case.name, desc, dtype_name), TOLERANCE[dtype_name])
+
+
+def _params(cases: list[Case]) -> list[Any]:
+    return [
+        pytest.param(case, kwargs, desc, dtype_name, id=f"{case.name}-{desc}-{dtype_name}")
+        for case in cases
+        for desc, kwargs in case.configs
+        for dtype_name in DTYPE_NAMES
+    ]
+
+
+@pytest.mark.parametrize(("case", "kwargs", "desc", "dtype_name"), _params(CASES))
+def test_matches_oracle_golden(
+    case: Case, kwargs: dict[str, Any], desc: str, dtype_name: str
+) -> None:
+    assert golden_path(case).exists(), "run tools/make_golden_beyond.py"
+    actual, _ = run_npoptim(case, kwargs, DTYPES[dtype_name])
+    expected = load_golden(case, desc, dtype_name)
+    assert max_relative_error(actual, expected) <= tolerance(case, desc, dtype_name)
+
+
+@pytest.mark.parametrize(("case", "kwargs", "desc", "dtype_name"), _params(CASES))
+def test_matches_oracle_live(
+    case: Case, kwargs: dict[str, Any], desc: str, dtype_name: str
+) -> None:
+    pytest.importorskip(case.oracle_module)
+    actual, _ = run_npoptim(case, kwargs, DTYPES[dtype_name])
+    expected = run_oracle(case, kwargs, DTYPES[dtype_name])
+    assert max_relative_error(actual, expected) <= tolerance(case, desc, dtype_name)
+
+
+@pytest.mark.parametrize(("case", "kwargs", "desc", "dtype_name"), _params(CASES))
+def test_resumed_from_disk_continues_bit_for_bit(
+    case: Case, kwargs: dict[str, Any], desc: str, dtype_name: str, tmp_path: Path
+) -> None:
+    dtype = DTYPES[dtype_name]
+    straight, straight_opt = run_npoptim(case, kwargs, dtype)
+    params, opt = resumed_run(case, kwargs, dtype, tmp_path / "ckpt.npz")
+    assert_identical(params, straight[-1])
+    assert_identical(opt.state_dict(), straight_opt.state_dict())
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_maximize_is_minimize_on_the_negated_gradient_and_leaves_the_grad_alone(case: Case) -> None:
+    rng = np.random.default_rng(3)
+    start, grads = rng.standard_normal((2, 4)), rng.standard_normal((3, 2, 4))
+    up, down = Parameter(start.copy()), Parameter(start.copy())
+    opt_up = case.build_npoptim([up], {"lr": 0.1, "weight_decay": 0.01, "maximize": True})
+    opt_down = case.build_npoptim([down], {"lr": 0.1, "weight_decay": 0.01})
+    for g in grads:
+        up.grad, down.grad = g.copy(), -g
+        opt_up.step()
+        opt_down.step()
+        assert np.array_equal(up.grad, g)
+    assert np.array_equal(up, down)
+
+
+# ---------------------------------------------------------------------------- Lion
+@pytest.mark.parametrize(("case", "kwargs", "desc", "dtype_name"), _params([LION]))
+def test_lion_matches_paper_reference(
+    case: Case, kwargs: dict[str, Any], desc: str, dtype_name: str
+) -> None:
+    actual, _ = run_npoptim(case, kwargs, DTYPES[dtype_name])
+    expected = run_reference(lion.reference, case, kwargs, DTYPES[dtype_name])
+    assert max_relative_error(actual, expected) <= {"float64": 1e-10, "float32": 1e-5}[dtype_name]
+
+
+def test_lion_first_step_is_a_signed_step_after_decay() -> None:
+    # With zero momentum the first update is sign(g): θ(1 - ηλ) - η sign(g).
+    w = Parameter(np.array([1.0, -2.0, 0.5]))
+    opt = npoptim.Lion([w], lr=0.1, weight_decay=0.5)
+    w.grad = np.array([0.3, -0.1, 0.0])
+    opt.step()
+    np.testing.assert_allclose(w, [0.95 - 0.1, -1.9 + 0.1, 0.475], rtol=1e-15)
+    np.testing.assert_allclose(opt.state[w]["exp_avg"], [0.003, -0.001, 0.0], rtol=1e-14)
+
+
+def test_lion_decoupled_decay_uses_the_constructor_lr() -> None:
+    # lion-pytorch: λ / η0, with η0 the constructor's lr, also for a group with its own lr.
+    w, v = Parameter(np.array([2.0])), Parameter(np.array([2.0]))
+    opt = npoptim.Lion(
+        [{"params": [w]}, {"params": [v], "lr": 0.01}],
+        lr=0.1, weight_decay=0.2, decoupled_weight_decay=True,
+    )  # fmt: skip
+    w.grad, v.grad = np.zeros(1), np.zeros(1)
+    opt.step()
+    np.testing.assert_allclose(w, [2.0 * (1 - 0.1 * 0.2 / 0.1)], rtol=1e-15)
+    np.testing.assert_allclose(v, [2.0 * (1 - 0.01 * 0.2 / 0.1)], rtol=1e-15)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"lr": 0.0}, "Invalid learning rate: 0.0"),
+        ({"betas": (1.5, 0.9)}, r"Invalid beta parameter at index 0: 1.5"),
+        ({"betas": (0.9, -0.1)}, r"Invalid beta parameter at index 1: -0.1"),
+        ({"weight_decay": -0.1}, "Invalid weight_decay value: -0.1"),
+    ],
+)
+def test_lion_invalid_arguments_are_refused(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        npoptim.Lion([Parameter(np.zeros(2))], **kwargs)
+
+
+def test_lion_sparse_grad_is_refused_before_any_change() -> None:
+    w = Parameter(np.ones((3, 2)))
+    opt = npoptim.Lion([w])
+    w.grad = SparseGrad(np.array([0]), np.ones((1, 2)), (3, 2))
+    with pytest.raises(RuntimeError, match="Lion does not support sparse gradients"):
+        opt.step()
+    assert len(opt.state) == 0 and np.array_equal(w, np.ones((3, 2)))
+
+
+@pytest.mark.parametrize("name", [case.name for case in CASES])
+def test_is_exported_with_its_functional_kernel(name: str) -> None:
+    module = importlib.import_module(getattr(npoptim, name).__module__)
+    kernel = module.ALGORITHM.name  # the functional kernel's name
+    assert getattr(npoptim.functional, kernel) is getattr(module, kernel)
+
+
+# ---------------------------------------------------------------------------- LAMB
+#: The configurations lamb.reference covers (not the global norm of pre_norm, not rectify).
+LAMB_REFERENCE = [c for c in LAMB.configs if c[0] not in (RECTIFY, "recipe: pre_norm, eps 1e-8")]
+
+
+@pytest.mark.parametrize(
+    ("case", "kwargs", "desc", "dtype_name"),
+    _params([dataclasses.replace(LAMB, configs=LAMB_REFERENCE)]),
+)
+def test_lamb_matches_paper_reference_with_the_oracle_departures(
+    case: Case, kwargs: dict[str, Any], desc: str, dtype_name: str
+) -> None:
+    # Every parameter has a grad at every step: the group's step count is each parameter's.
+    actual, _ = run_npoptim(case, kwargs, DTYPES[dtype_name], missing=None)
+    expected = run_reference(
+        lamb.reference, case, {**kwargs, **lamb.ORACLE_VARIANT}, DTYPES[dtype_name], missing=None
+    )
+    assert max_relative_error(actual, expected) <= {"float64": 1e-10, "float32": 1e-5}[dtype_name]
+
+
+def test_lamb_first_step_is_scaled_by_the_trust_ratio() -> None:
+    # From the formula: m_1 = 0.1 g, v_1 = 0.001 g², r_1 = m_1 / (sqrt(v_1) + ε), trust
+    # ratio ‖θ‖ / (‖r_1‖ + ε), step size lr / (1 - β1).
+    w = Parameter(np.array([3.0, -4.0]))
+    opt = npoptim.LAMB([w], lr=0.1)
+    g = np.array([1.0, 0.0])
+    w.grad = g.copy()
+    opt.step()
+    r = 0.1 * g / (np.sqrt(0.001 * g**2) + 1e-6)
+    trust = 5.0 / (np.linalg.norm(r) + 1e-6)
+    np.testing.assert_allclose(w, np.array([3.0, -4.0]) - (0.1 / 0.1) * trust * r, rtol=1e-14)
+    state = opt.state[w]
+    assert state["trust_ratio"] == pytest.approx(trust, rel=1e-14)
+    assert state["weight_norm"] == 5.0 and opt.param_groups[0]["step"] == 1
+
+
+def test_lamb_weight_norm_is_bounded_by_ten() -> None:
+    w = Parameter(np.array([30.0, -40.0]))
+    opt = npoptim.LAMB([w], lr=0.1)
+    w.grad = np.array([1.0, 1.0])
+    opt.step()
+    assert opt.state[w]["weight_norm"] == 10.0
+
+
+def test_lamb_rectify_takes_no_step_before_the_rectification_is_defined() -> None:
+    w = Parameter(np.array([1.0, 2.0]))
+    opt = npoptim.LAMB([w], rectify=True)
+    w.grad = np.array([0.5, -0.5])
+    opt.step()
+    assert np.array_equal(w, [1.0, 2.0])
+    np.testing.assert_allclose(opt.state[w]["exp_avg"], [0.05, -0.05], rtol=1e-15)
+    assert "trust_ratio" not in opt.state[w]
+
+
+def test_lamb_pre_norm_scales_by_the_global_norm_and_leaves_the_grads_alone() -> None:
+    # Gradients of global norm 10 with max_grad_norm 1 are scaled by 1 / 10: with adam=True
+    # and eps ≈ 0 the first step is then the unscaled one (sign-like), and v_1 shows 1/100.
+    w, v = Parameter(np.array([1.0, 1.0])), Parameter(np.array([1.0]))
+    opt = npoptim.LAMB([w, v], pre_norm=True, eps=1e-30)
+    w.grad, v.grad = np.array([6.0, 0.0]), np.array([8.0])
+    opt.step()
+    np.testing.assert_allclose(opt.state[w]["exp_avg_sq"], [0.001 * 0.36, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(opt.state[v]["exp_avg_sq"], [0.001 * 0.64], rtol=1e-6)
+    assert np.array_equal(w.grad, [6.0, 0.0]) and np.array_equal(v.grad, [8.0])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"lr": -1.0}, "Invalid learning rate: -1.0"),
+        ({"betas": (1.0, 0.9)}, r"Invalid beta parameter at index 0: 1.0"),
+        ({"weight_decay": -0.1}, "Invalid weight_decay value: -0.1"),
+        ({"max_grad_norm": -1.0}, "Invalid max_grad_norm value: -1.0"),
+        ({"eps": -1e-8}, "Invalid epsilon value: -1e-08"),
+    ],
+)
+def test_lamb_invalid_arguments_are_refused(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        npoptim.LAMB([Parameter(np.zeros(2))], **kwargs)
+
+
+def test_lamb_sparse_grad_is_refused_before_any_change() -> None:
+    w, v = Parameter(np.ones(2)), Parameter(np.ones((3, 2)))
+    opt = npoptim.LAMB([w, v], pre_norm=True)
+    w.grad = np.ones(2)
+    v.grad = SparseGrad(np.array([0]), np.ones((1, 2)), (3, 2))
+    with pytest.raises(RuntimeError, match="LAMB does not support sparse gradients"):
+        opt.step()
+    assert len(opt.state) == 0 and np.array_equal(w, np.ones(2))
+
+
+# ------------------------------------------------------------------------- AdEMAMix
+@pytest.mark.parametrize(
+    ("case", "kwargs", "desc", "dtype_name"),
+    [p for p in _params([ADEMAMIX]) if p.values[3] == "float64"],
+)
+def test_ademamix_matches_paper_reference(
+    case: Case, kwargs: dict[str, Any], desc: str, dtype_name: str
+) -> None:
+    # float64 only: a float32 run against the float64 reference measures float32's rounding
+    # (up to 5e-5 for the oracle's own float32 run); float32 is held to the oracle above.
+    # Every parameter has a grad at every step: the group's step count is each parameter's.
+    actual, _ = run_npoptim(case, kwargs, np.float64, missing=None)
+    expected = run_reference(ademamix.reference, case, kwargs, np.float64, missing=None)
+    assert max_relative_error(actual, expected) <= 1e-10
+
+
+def test_ademamix_without_slow_momentum_is_adam() -> None:
+    # α = 0 leaves Adam's update (torch's Adam, its documented formula, as the reference).
+    rng = np.random.default_rng(5)
+    w, v = Parameter(rng.standard_normal(6)), Parameter(np.zeros(6))
+    v[...] = w
+    ours = npoptim.AdEMAMix([w], lr=0.05, alpha=0.0)
+    adam = npoptim.Adam([v], lr=0.05)
+    for _ in range(5):
+        g = rng.standard_normal(6)
+        w.grad, v.grad = g.copy(), g.copy()
+        ours.step()
+        adam.step()
+    np.testing.assert_allclose(w, v, rtol=1e-13)
+
+
+def test_ademamix_schedules_warm_up_alpha_and_beta3() -> None:
+    # The paper's schedulers: α_t linear up to α at T; β3_t = β1 at t = 0 and β3 at t = T.
+    alpha_t, beta3_t = npoptim.ademamix.schedules(5, 8.0, 0.9, 0.9999, 10.0)
+    assert alpha_t == 4.0
+    assert npoptim.ademamix.schedules(10, 8.0, 0.9, 0.9999, 10.0) == pytest.approx((8.0, 0.9999))
+    assert npoptim.ademamix.schedules(0, 8.0, 0.9, 0.9999, 10.0)[1] == pytest.approx(0.9)
+    assert 0.9 < beta3_t < 0.9999
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"lr": -1.0}, "Invalid learning rate: -1.0"),
+        ({"betas": (0.9, 0.999, 1.0)}, r"Invalid beta parameter at index 2: 1.0"),
+        ({"alpha": -1.0}, "Invalid alpha value: -1.0"),
+        ({"t_alpha_beta3": -1.0}, "Invalid t_alpha_beta3 value: -1.0"),
+        ({"weight_decay": -0.1}, "Invalid weight_decay value: -0.1"),
+        ({"eps": -1e-8}, "Invalid epsilon value: -1e-08"),
+    ],
+)
+def test_ademamix_invalid_arguments_are_refused(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        npoptim.AdEMAMix([Parameter(np.zeros(2))], **kwargs)
+
+
+# ----------------------------------------------------------------- AdamWScheduleFree
+@pytest.mark.parametrize(("case", "kwargs", "desc", "dtype_name"), _params([ADAMW_SCHEDULEFREE]))
+def test_schedulefree_matches_paper_reference(
+    case: Case, kwargs: dict[str, Any], desc: str, dtype_name: str
+) -> None:
+    # The paper's x/z/y form against the oracle's in-place y update.
+    actual, _ = run_npoptim(case, kwargs, DTYPES[dtype_name], missing=None)
+    expected = run_reference(schedulefree.reference, case, kwargs, DTYPES[dtype_name], missing=None)
+    assert max_relative_error(actual, expected) <= {"float64": 1e-10, "float32": 1e-5}[dtype_name]
+
+
+def test_schedulefree_eval_gives_the_average_x_of_the_paper() -> None:
+    # eval() moves the parameters from y to the paper's x; train() moves them back.
+    case, kwargs = ADAMW_SCHEDULEFREE, {"lr": 0.05, "warmup_steps": 3}
+    _, opt = run_npoptim(case, kwargs, np.float64, missing=None, steps=6)
+    states: list[dict[str, Any]] = [{} for _ in case.shapes(kwargs)]
+    _reference_states(case, kwargs, states, steps=6)
+    params = opt.param_groups[0]["params"]
+    at_y = [np.array(p) for p in params]
+    opt.eval()
+    for p, state in zip(params, states, strict=True):
+        np.testing.assert_allclose(p, state["x"], rtol=1e-12, atol=1e-14)
+    opt.train()
+    for p, y in zip(params, at_y, strict=True):
+        np.testing.assert_allclose(p, y, rtol=1e-13, atol=1e-15)
+
+
+def _reference_states(
+    case: Case, kwargs: dict[str, Any], states: list[dict[str, Any]], steps: int
+) -> list[Any]:
+    """The reference's run, keeping each parameter's state in ``states``."""
+    import beyond_harness
+
+    values = [
+        v.astype(np.float64) for v in beyond_harness.initial_values(case.shapes(kwargs), np.float64)
+    ]
+    for k in range(steps):
+        for j, p in enumerate(values):
+            g = beyond_harness.gradient(k, j, p, None)
+            assert g is not None
+            values[j] = schedulefree.reference(p.copy(), g, states[j], k + 1, **kwargs)
+    return values
+
+
+def test_schedulefree_mode_round_trips_through_a_checkpoint(tmp_path: Path) -> None:
+    # Saved in eval mode (parameters at x), loaded into a new optimizer, back to train: the
+    # run continues as one that switched to eval and back without saving.
+    case, kwargs = ADAMW_SCHEDULEFREE, {"lr": 0.05, "warmup_steps": 3, "weight_decay": 0.01}
+    import beyond_harness
+
+    def start() -> tuple[list[Parameter], npoptim.Optimizer]:
+        params = [
+            Parameter(v) for v in beyond_harness.initial_values(case.shapes(kwargs), np.float64)
+        ]
+        return params, case.build_npoptim(params, kwargs)
+
+    params, opt = start()
+    beyond_harness.train(params, opt, range(8), None)
+    opt.eval()
+    npoptim.save(
+        {"params": [np.array(p) for p in params], "optimizer": opt.state_dict()}, tmp_path / "c.npz"
+    )
+    assert opt.state_dict()["param_groups"][0]["train_mode"] is False
+    opt.train()
+    straight = beyond_harness.train(params, opt, range(8, 16), None)
+
+    checkpoint = npoptim.load(tmp_path / "c.npz")
+    loaded = [Parameter(v) for v in checkpoint["params"]]
+    resumed = npoptim.AdamWScheduleFree(loaded, **kwargs)
+    resumed.load_state_dict(checkpoint["optimizer"])
+    with pytest.raises(RuntimeError, match="not in train mode"):
+        resumed.step()
+    resumed.train()
+    again = beyond_harness.train(loaded, resumed, range(8, 16), None)
+    assert_identical(again, straight)
+    assert_identical(resumed.state_dict(), opt.state_dict())
+
+
+def test_schedulefree_step_before_train_is_refused_before_any_change() -> None:
+    w = Parameter(np.ones(2))
+    opt = npoptim.AdamWScheduleFree([w])
+    w.grad = np.ones(2)
+    with pytest.raises(RuntimeError, match="Optimizer was not in train mode when step is called"):
+        opt.step()
+    assert len(opt.state) == 0 and opt.param_groups[0]["k"] == 0
