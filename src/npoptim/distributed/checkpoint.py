@@ -1,0 +1,227 @@
+r"""Sharded checkpoints: each rank of a ZeRO run writes its own shard, in parallel
+(torch's ``torch.distributed.checkpoint``).
+
+:func:`save_sharded` at :math:`W` ranks writes, for a manifest path ``P``:
+
+* ``P.rank-<r>-of-<W>.npz`` on each rank :math:`r`: an ordinary npoptim checkpoint (format 2,
+  written atomically and durably) holding that rank's ZeRO partition of the state, keyed by
+  global parameter indices::
+
+      {"save_id": <hex>, "rank": r, "world_size": W, "state": {<global index>: {...}, ...}}
+
+* ``P`` on rank 0, last, after every rank has reported its shard written: the manifest, a file
+  of the same layout whose format name is ``"npoptim-sharded-checkpoint"`` (so
+  :func:`npoptim.load` refuses it and names :func:`load_sharded`)::
+
+      {"save_id": <hex>, "world_size": W, "shards": [<file name of rank 0's shard>, ...],
+       "params": [{"shape": (...), "dtype": "float32"}, ...],        # per global index
+       "param_groups": [...],                                          # torch's layout
+       "state": {<global index>: <rank whose shard holds it>, ...}}
+
+The manifest's appearance is the commit point: a save that fails on any rank raises on every
+rank and leaves the previous manifest in place, and a shard overwritten by a later, failed
+save is detected by its ``save_id``. Every rank writes only its own :math:`1/W` of the state, so
+the bytes written in all are the state once (plus a manifest of a few kB).
+
+:func:`load_sharded` loads into a :class:`~npoptim.distributed.ZeroRedundancyOptimizer` at any
+world size :math:`W'` or into a plain optimizer (no MPI): each rank memory-maps only the shard
+files that hold the state of the parameters it owns (all of them for a plain optimizer) and
+``load_state_dict`` copies each value once. The result equals loading the consolidated
+state_dict.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Any
+
+import numpy as np
+
+from ..optimizer import Optimizer, StateDict
+from ..serialization import SHARDED_FORMAT, CheckpointError, _load, _save, load
+from ._comm import agree
+from .zero import ZeroRedundancyOptimizer
+
+__all__ = ["load_sharded", "save_sharded", "shard_path"]
+
+
+def shard_path(path: str | os.PathLike[str], rank: int, world_size: int) -> str:
+    """The file of rank ``rank``'s shard of the sharded checkpoint whose manifest is ``path``:
+    ``<path>.rank-<rank>-of-<world_size>.npz``."""
+    return f"{os.fspath(path)}.rank-{rank}-of-{world_size}.npz"
+
+
+def save_sharded(optimizer: ZeroRedundancyOptimizer, path: str | os.PathLike[str]) -> None:
+    """Save a ZeRO optimizer's state as one shard per rank plus a manifest at ``path``,
+    without gathering it anywhere (collective: every rank calls it with the same ``path``).
+
+    Each rank writes its own shard (:func:`shard_path`) atomically, in parallel; then rank 0
+    writes the manifest at ``path``, atomically, last. The state is saved as it is now, with
+    the current param_groups; the optimizer's state_dict hooks do not run (there is no single
+    state_dict).
+
+    Args:
+        optimizer: the :class:`~npoptim.distributed.ZeroRedundancyOptimizer`.
+        path: the manifest's path; the shards are written beside it.
+
+    Raises:
+        TypeError: ``optimizer`` is not a ZeroRedundancyOptimizer (nothing written).
+        ValueError: the ranks passed different paths (nothing written).
+        RuntimeError: writing failed on another rank; the rank that failed raises its own
+            error (``OSError``, ...). Every rank raises, and the manifest at ``path`` (if any)
+            is left as it was.
+    """
+    if not isinstance(optimizer, ZeroRedundancyOptimizer):
+        raise TypeError(
+            "save_sharded needs a ZeroRedundancyOptimizer (a plain optimizer's state is not "
+            f"sharded: use npoptim.save(optimizer.state_dict(), path)), got "
+            f"{type(optimizer).__name__}"
+        )
+    comm, rank, world = optimizer.comm, optimizer.rank, optimizer.world_size
+    target = os.fspath(path)
+    save_id = comm.bcast(uuid.uuid4().hex if rank == 0 else None, root=0)
+
+    def write_shard() -> tuple[list[str], list[int]]:
+        optimizer._sync_param_groups(optimizer.param_groups, optimizer.optim.param_groups)
+        state = optimizer._global_state(rank, optimizer.optim.state_dict())
+        shard = {"save_id": save_id, "rank": rank, "world_size": world, "state": state}
+        _save(shard, shard_path(target, rank, world), "npoptim-checkpoint")
+        return [f"path={target!r}"], sorted(state)
+
+    held = agree(comm, "save_sharded", write_shard)
+
+    def write_manifest() -> tuple[list[str], None]:
+        if rank == 0:
+            params = [p for g in optimizer.param_groups for p in g["params"]]
+            manifest = {
+                "save_id": save_id,
+                "world_size": world,
+                "shards": [os.path.basename(shard_path(target, r, world)) for r in range(world)],
+                "params": [{"shape": tuple(p.shape), "dtype": p.dtype.name} for p in params],
+                "param_groups": optimizer._global_param_groups(),
+                "state": {i: r for r, indices in enumerate(held) for i in sorted(indices)},
+            }
+            manifest["state"] = dict(sorted(manifest["state"].items()))
+            _save(manifest, target, SHARDED_FORMAT)
+        return [], None
+
+    agree(comm, "save_sharded (manifest)", write_manifest)
+
+
+def load_sharded(optimizer: Optimizer, path: str | os.PathLike[str]) -> None:
+    """Load a checkpoint written by :func:`save_sharded` at any world size.
+
+    Into a :class:`~npoptim.distributed.ZeroRedundancyOptimizer` (collective: every rank calls
+    it), each rank reads only the shards holding the parameters it owns; into a plain
+    optimizer over the same parameters (no MPI), every shard. The shards are memory-mapped and
+    ``load_state_dict`` copies each value once. The result is the same as loading the
+    consolidated state_dict: the saved state and hyperparameters.
+
+    Raises:
+        CheckpointError: the manifest or a shard file is missing, damaged, not of this
+            checkpoint (another save's, or another rank's) or lacks a parameter's state; the
+            message names the file.
+        ValueError: the optimizer's parameters differ from the saved ones in number, shape or
+            dtype (the message names the parameter and both sides), or ``load_state_dict``
+            refuses the state. On a ZeRO optimizer every rank raises (the others a
+            ``RuntimeError`` naming the rank that failed), and nothing has changed.
+    """
+    target = os.fspath(path)
+    zero = optimizer if isinstance(optimizer, ZeroRedundancyOptimizer) else None
+
+    def read() -> tuple[list[str], StateDict]:
+        manifest = _read_manifest(target)
+        params = [p for g in optimizer.param_groups for p in g["params"]]
+        _check_params(manifest["params"], params, target)
+        wanted = zero._owned_indices() if zero is not None else list(range(len(params)))
+        located = manifest["state"]
+        state: dict[int, Any] = {}
+        for rank in sorted({located[i] for i in wanted if i in located}):
+            name = manifest["shards"][rank]
+            shard = _read_shard(os.path.join(os.path.dirname(target), name), name, manifest, rank)
+            for i in wanted:
+                if located.get(i) == rank:
+                    if i not in shard["state"]:
+                        raise CheckpointError(
+                            f"shard file {name!r} lacks the state of parameter {i}, which the "
+                            f"manifest {target!r} places there"
+                        )
+                    state[i] = shard["state"][i]
+        state_dict: StateDict = {
+            "state": dict(sorted(state.items())),
+            "param_groups": manifest["param_groups"],
+        }
+        return [f"path={target!r}"], state_dict
+
+    if zero is not None:
+        state_dict = agree(zero.comm, "load_sharded", read)[zero.rank]
+    else:
+        state_dict = read()[1]
+    optimizer.load_state_dict(state_dict)
+
+
+def _read_manifest(target: str) -> dict[str, Any]:
+    try:
+        manifest = _load(target, False, SHARDED_FORMAT)
+    except FileNotFoundError as error:
+        raise CheckpointError(f"sharded checkpoint manifest {target!r} does not exist") from error
+    except CheckpointError as error:
+        raise CheckpointError(f"sharded checkpoint manifest {target!r}: {error}") from error
+    keys = {"save_id", "world_size", "shards", "params", "param_groups", "state"}
+    if not isinstance(manifest, dict) or manifest.keys() != keys:
+        found = sorted(manifest) if isinstance(manifest, dict) else type(manifest).__name__
+        raise CheckpointError(
+            f"sharded checkpoint manifest {target!r}: expected keys {sorted(keys)}, got {found}"
+        )
+    shards, located = manifest["shards"], manifest["state"]
+    if (
+        not isinstance(shards, list)
+        or len(shards) != manifest["world_size"]
+        or not all(isinstance(n, str) and os.path.basename(n) == n for n in shards)
+        or not isinstance(located, dict)
+        or not all(type(r) is int and 0 <= r < len(shards) for r in located.values())
+    ):
+        raise CheckpointError(
+            f"sharded checkpoint manifest {target!r}: invalid shard list or state locations"
+        )
+    return manifest
+
+
+def _read_shard(file: str, name: str, manifest: dict[str, Any], rank: int) -> dict[str, Any]:
+    try:
+        shard = load(file, mmap=True)
+    except FileNotFoundError as error:
+        raise CheckpointError(f"shard file {name!r} is missing (expected at {file!r})") from error
+    except CheckpointError as error:
+        raise CheckpointError(f"shard file {name!r}: {error}") from error
+    expected = {
+        "save_id": manifest["save_id"],
+        "rank": rank,
+        "world_size": manifest["world_size"],
+    }
+    if not isinstance(shard, dict) or not isinstance(shard.get("state"), dict):
+        raise CheckpointError(f"shard file {name!r} is not a shard of a sharded checkpoint")
+    for key, want in expected.items():
+        if shard.get(key) != want:
+            raise CheckpointError(
+                f"shard file {name!r} is not part of this checkpoint: its {key} is "
+                f"{shard.get(key)!r}, the manifest expects {want!r} (a later save that failed "
+                "may have overwritten it)"
+            )
+    return shard
+
+
+def _check_params(saved: list[dict[str, Any]], params: list[Any], target: str) -> None:
+    if len(saved) != len(params):
+        raise ValueError(
+            f"the sharded checkpoint {target!r} holds {len(saved)} parameters, the optimizer "
+            f"has {len(params)}"
+        )
+    for i, (entry, p) in enumerate(zip(saved, params, strict=True)):
+        if tuple(entry["shape"]) != p.shape or entry["dtype"] != np.dtype(p.dtype).name:
+            raise ValueError(
+                f"parameter {i} has shape {tuple(entry['shape'])} and dtype {entry['dtype']} "
+                f"in the sharded checkpoint {target!r}, but shape {p.shape} and dtype "
+                f"{p.dtype} in the optimizer"
+            )
