@@ -163,7 +163,7 @@ def mpiexec() -> str:
 
 
 def main(args: argparse.Namespace) -> None:
-    folder = Path(args.dir or tempfile.mkdtemp(prefix="npoptim-sharded-", dir="."))
+    folder = Path(args.dir or tempfile.mkdtemp(prefix="npoptim-sharded-"))
     folder.mkdir(exist_ok=True)
     env = dict(os.environ, MPIR_CVAR_ENABLE_HEAVY_YIELD="1")
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p and Path(p).is_dir())

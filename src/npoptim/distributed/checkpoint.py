@@ -130,7 +130,9 @@ def load_sharded(optimizer: Optimizer, path: str | os.PathLike[str]) -> None:
     target = os.fspath(path)
     zero = optimizer if isinstance(optimizer, ZeroRedundancyOptimizer) else None
 
-    def read() -> tuple[list[str], StateDict]:
+    loaded: list[StateDict] = []
+
+    def read() -> tuple[list[str], None]:  # the state stays here: agree() sends the payload
         manifest = _read_manifest(target)
         params = [p for g in optimizer.param_groups for p in g["params"]]
         _check_params(manifest["params"], params, target)
@@ -152,13 +154,14 @@ def load_sharded(optimizer: Optimizer, path: str | os.PathLike[str]) -> None:
             "state": dict(sorted(state.items())),
             "param_groups": manifest["param_groups"],
         }
-        return [f"path={target!r}"], state_dict
+        loaded.append(state_dict)
+        return [f"path={target!r}"], None
 
     if zero is not None:
-        state_dict = agree(zero.comm, "load_sharded", read)[zero.rank]
+        agree(zero.comm, "load_sharded", read)
     else:
-        state_dict = read()[1]
-    optimizer.load_state_dict(state_dict)
+        read()
+    optimizer.load_state_dict(loaded[0])
 
 
 def _read_manifest(target: str) -> dict[str, Any]:
