@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from ..optimizer import Optimizer, StateDict
-from ..serialization import SHARDED_FORMAT, CheckpointError, _load, _save, load
+from ..serialization import FORMAT, SHARDED_FORMAT, CheckpointError, _load, _save, load
 from ._comm import agree
 from .zero import ZeroRedundancyOptimizer
 
@@ -86,7 +86,7 @@ def save_sharded(optimizer: ZeroRedundancyOptimizer, path: str | os.PathLike[str
         optimizer._sync_param_groups(optimizer.param_groups, optimizer.optim.param_groups)
         state = optimizer._global_state(rank, optimizer.optim.state_dict())
         shard = {"save_id": save_id, "rank": rank, "world_size": world, "state": state}
-        _save(shard, shard_path(target, rank, world), "npoptim-checkpoint")
+        _save(shard, shard_path(target, rank, world), FORMAT)
         return [f"path={target!r}"], sorted(state)
 
     held = agree(comm, "save_sharded", write_shard)
