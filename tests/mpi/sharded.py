@@ -44,8 +44,9 @@ from npoptim.distributed import (  # noqa: E402
     ZeroRedundancyOptimizer,
     load_sharded,
     save_sharded,
-    shard_path,
+    shard_files,
 )
+from npoptim.distributed import checkpoint as sharded_checkpoint  # noqa: E402
 
 COMM = MPI.COMM_WORLD
 RANK, K = COMM.Get_rank(), COMM.Get_size()
@@ -99,16 +100,25 @@ if OPTS.save:
 
     @check
     def sharded_save() -> dict[str, Any]:
+        """A save after 5 steps replaced by one after 10 (its shards removed), 10 more steps."""
         problem, zero = problem_and_zero()
-        steps(problem, zero, 10)
         path = DIR / f"ckpt_{K}.npz"
+        steps(problem, zero, 5)
+        save_sharded(zero, path)
+        first = shard_files(path)
+        steps(problem, zero, 5)
         save_sharded(zero, path)
         save_params(problem, f"params_{K}.npz")
-        local = int(sum(os.path.getsize(shard_path(path, r, K)) for r in [RANK]))
-        sizes = COMM.allgather(local)
+        shards = shard_files(path)
+        files = sorted(f.name for f in DIR.glob(f"ckpt_{K}.npz.*"))
         steps(problem, zero, 10)
         save_params(problem, f"final_{K}.npz")
-        return {"same": same_everywhere(problem.all), "shard_bytes": sizes}
+        return {
+            "same": same_everywhere(problem.all),
+            "first": [os.path.basename(f) for f in first],
+            "shards": [os.path.basename(f) for f in shards],
+            "files": files,
+        }
 
 
 if OPTS.resume_from:
@@ -143,7 +153,7 @@ if OPTS.faults:
     def damaged_shard() -> list[str]:
         path = fault_copy("damaged", f"ckpt_{K}.npz")
         if RANK == 0:
-            shard = Path(shard_path(path, 2, K))
+            shard = Path(shard_files(path)[2])
             shard.write_bytes(shard.read_bytes()[:100])
         COMM.Barrier()
         _, zero = problem_and_zero()
@@ -153,7 +163,7 @@ if OPTS.faults:
     def missing_shard() -> list[str]:
         path = fault_copy("missing", f"ckpt_{K}.npz")
         if RANK == 0:
-            os.unlink(shard_path(path, 1, K))
+            os.unlink(shard_files(path)[1])
         COMM.Barrier()
         _, zero = problem_and_zero()
         return errors_on_every_rank(lambda: load_sharded(zero, path))
@@ -165,28 +175,41 @@ if OPTS.faults:
         problem, zero = problem_and_zero()
         steps(problem, zero, 1)
         if RANK == 0:
-            shutil.copy(shard_path(path, 1, K), DIR / "stale" / "old")
+            shutil.copy(shard_files(path)[1], DIR / "stale" / "old")
         COMM.Barrier()
         save_sharded(zero, path)
         if RANK == 0:
-            os.replace(DIR / "stale" / "old", shard_path(path, 1, K))
+            os.replace(DIR / "stale" / "old", shard_files(path)[1])
         COMM.Barrier()
         return errors_on_every_rank(lambda: load_sharded(zero, path))
 
     @check
     def failed_save() -> dict[str, Any]:
-        """Rank 3's shard cannot be written (a folder is in its place): every rank raises,
-        the previous manifest is kept."""
+        """Writing rank 3's shard fails (the disk is full): every rank raises, the files are
+        the previous checkpoint's, and it still loads."""
         path = fault_copy("failed", f"ckpt_{K}.npz")
         before = path.read_bytes() if RANK == 0 else b""
-        if RANK == 0:
-            os.unlink(shard_path(path, 3, K))
-            os.mkdir(shard_path(path, 3, K))
-        COMM.Barrier()
+        files = sorted(f.name for f in path.parent.iterdir())
         problem, zero = problem_and_zero()
         steps(problem, zero, 1)
-        errors = errors_on_every_rank(lambda: save_sharded(zero, path))
-        return {"errors": errors, "manifest_kept": RANK != 0 or path.read_bytes() == before}
+        original = sharded_checkpoint._save
+
+        def full_disk(obj: object, f: Any, fmt: str) -> None:
+            if fmt == npoptim.serialization.FORMAT:
+                raise OSError(28, "No space left on device", str(f))
+            original(obj, f, fmt)
+
+        if RANK == 3:
+            sharded_checkpoint._save = full_disk  # type: ignore[assignment]
+        try:
+            errors = errors_on_every_rank(lambda: save_sharded(zero, path))
+        finally:
+            sharded_checkpoint._save = original  # type: ignore[assignment]
+        COMM.Barrier()
+        kept = RANK != 0 or path.read_bytes() == before
+        unchanged = files == sorted(f.name for f in path.parent.iterdir())
+        load_sharded(zero, path)
+        return {"errors": errors, "manifest_kept": kept, "files_unchanged": unchanged}
 
 
 if RANK == 0:

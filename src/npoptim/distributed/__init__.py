@@ -17,7 +17,7 @@ program: ``mpiexec -n 4 python -m mpi4py train.py``.
 """
 
 from ._comm import node_threads
-from .checkpoint import load_sharded, save_sharded, shard_path
+from .checkpoint import load_sharded, save_sharded, shard_files
 from .data_parallel import all_reduce_grads_, broadcast_optimizer_state_, broadcast_parameters_
 from .zero import ZeroRedundancyOptimizer
 
@@ -29,5 +29,5 @@ __all__ = [
     "load_sharded",
     "node_threads",
     "save_sharded",
-    "shard_path",
+    "shard_files",
 ]

@@ -3,7 +3,8 @@ r"""Sharded checkpoints: each rank of a ZeRO run writes its own shard, in parall
 
 :func:`save_sharded` at :math:`W` ranks writes, for a manifest path ``P``:
 
-* ``P.rank-<r>-of-<W>.npz`` on each rank :math:`r`: an ordinary npoptim checkpoint (format 2,
+* ``P.<save id>.rank-<r>-of-<W>.npz`` on each rank :math:`r` (the save id: 16 random hex
+  digits, new for each save): an ordinary npoptim checkpoint (format 2,
   written atomically and durably) holding that rank's ZeRO partition of the state, keyed by
   global parameter indices::
 
@@ -18,9 +19,11 @@ r"""Sharded checkpoints: each rank of a ZeRO run writes its own shard, in parall
        "param_groups": [...],                                          # torch's layout
        "state": {<global index>: <rank whose shard holds it>, ...}}
 
-The manifest's appearance is the commit point: a save that fails on any rank raises on every
-rank and leaves the previous manifest in place, and a shard overwritten by a later, failed
-save is detected by its ``save_id``. Every rank writes only its own :math:`1/W` of the state, so
+The manifest's appearance is the commit point; rank 0 then removes the shards of the
+checkpoint it replaced. A save that fails on any rank raises on every rank, each rank removes
+the shard it wrote, and the previous checkpoint (manifest and shards) is left whole. A shard
+file that does not belong to the manifest (copied over from another save) is detected by its
+``save_id``. Every rank writes only its own :math:`1/W` of the state, so
 the bytes written in all are the state once (plus a manifest of a few kB).
 
 :func:`load_sharded` loads into a :class:`~npoptim.distributed.ZeroRedundancyOptimizer` at any
@@ -32,6 +35,7 @@ state_dict.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from typing import Any
@@ -43,23 +47,34 @@ from ..serialization import FORMAT, SHARDED_FORMAT, CheckpointError, _load, _sav
 from ._comm import agree
 from .zero import ZeroRedundancyOptimizer
 
-__all__ = ["load_sharded", "save_sharded", "shard_path"]
+__all__ = ["load_sharded", "save_sharded", "shard_files"]
 
 
-def shard_path(path: str | os.PathLike[str], rank: int, world_size: int) -> str:
-    """The file of rank ``rank``'s shard of the sharded checkpoint whose manifest is ``path``:
-    ``<path>.rank-<rank>-of-<world_size>.npz``."""
-    return f"{os.fspath(path)}.rank-{rank}-of-{world_size}.npz"
+def _shard_name(target: str, save_id: str, rank: int, world_size: int) -> str:
+    return f"{os.path.basename(target)}.{save_id}.rank-{rank}-of-{world_size}.npz"
+
+
+def shard_files(path: str | os.PathLike[str]) -> list[str]:
+    """The paths of the shard files, in rank order, of the sharded checkpoint whose manifest
+    is ``path`` (``<path>.<save id>.rank-<r>-of-<W>.npz``, beside it): what to copy with it.
+
+    Raises:
+        CheckpointError: the manifest is missing or is not a sharded checkpoint's.
+    """
+    target = os.fspath(path)
+    folder = os.path.dirname(target)
+    return [os.path.join(folder, name) for name in _read_manifest(target)["shards"]]
 
 
 def save_sharded(optimizer: ZeroRedundancyOptimizer, path: str | os.PathLike[str]) -> None:
     """Save a ZeRO optimizer's state as one shard per rank plus a manifest at ``path``,
     without gathering it anywhere (collective: every rank calls it with the same ``path``).
 
-    Each rank writes its own shard (:func:`shard_path`) atomically, in parallel; then rank 0
-    writes the manifest at ``path``, atomically, last. The state is saved as it is now, with
-    the current param_groups; the optimizer's state_dict hooks do not run (there is no single
-    state_dict).
+    Each rank writes its own shard (:func:`shard_files`), a new file named with this save's
+    id, atomically, in parallel; then rank 0 writes the manifest at ``path``, atomically,
+    last, and removes the shards of the checkpoint it replaced. The state is saved as it is
+    now, with the current param_groups; the optimizer's state_dict hooks do not run (there is
+    no single state_dict).
 
     Args:
         optimizer: the :class:`~npoptim.distributed.ZeroRedundancyOptimizer`.
@@ -69,8 +84,8 @@ def save_sharded(optimizer: ZeroRedundancyOptimizer, path: str | os.PathLike[str
         TypeError: ``optimizer`` is not a ZeroRedundancyOptimizer (nothing written).
         ValueError: the ranks passed different paths (nothing written).
         RuntimeError: writing failed on another rank; the rank that failed raises its own
-            error (``OSError``, ...). Every rank raises, and the manifest at ``path`` (if any)
-            is left as it was.
+            error (``OSError``, ...). Every rank raises and removes the shard it wrote: the
+            checkpoint at ``path`` (if any) is left as it was, and still loads.
     """
     if not isinstance(optimizer, ZeroRedundancyOptimizer):
         raise TypeError(
@@ -80,24 +95,34 @@ def save_sharded(optimizer: ZeroRedundancyOptimizer, path: str | os.PathLike[str
         )
     comm, rank, world = optimizer.comm, optimizer.rank, optimizer.world_size
     target = os.fspath(path)
-    save_id = comm.bcast(uuid.uuid4().hex if rank == 0 else None, root=0)
+    save_id = comm.bcast(uuid.uuid4().hex[:16] if rank == 0 else None, root=0)
+    names = [_shard_name(target, save_id, r, world) for r in range(world)]
+    mine = os.path.join(os.path.dirname(target), names[rank])
 
     def write_shard() -> tuple[list[str], list[int]]:
         optimizer._sync_param_groups(optimizer.param_groups, optimizer.optim.param_groups)
         state = optimizer._global_state(rank, optimizer.optim.state_dict())
         shard = {"save_id": save_id, "rank": rank, "world_size": world, "state": state}
-        _save(shard, shard_path(target, rank, world), FORMAT)
+        _save(shard, mine, FORMAT)
         return [f"path={target!r}"], sorted(state)
 
-    held = agree(comm, "save_sharded", write_shard)
+    try:
+        held = agree(comm, "save_sharded", write_shard)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(mine)
+        raise
+    replaced: list[str] = []
 
     def write_manifest() -> tuple[list[str], None]:
         if rank == 0:
+            with contextlib.suppress(CheckpointError, OSError):
+                replaced.extend(shard_files(target))
             params = [p for g in optimizer.param_groups for p in g["params"]]
             manifest = {
                 "save_id": save_id,
                 "world_size": world,
-                "shards": [os.path.basename(shard_path(target, r, world)) for r in range(world)],
+                "shards": names,
                 "params": [{"shape": tuple(p.shape), "dtype": p.dtype.name} for p in params],
                 "param_groups": optimizer._global_param_groups(),
                 "state": {i: r for r, indices in enumerate(held) for i in sorted(indices)},
@@ -106,7 +131,16 @@ def save_sharded(optimizer: ZeroRedundancyOptimizer, path: str | os.PathLike[str
             _save(manifest, target, SHARDED_FORMAT)
         return [], None
 
-    agree(comm, "save_sharded (manifest)", write_manifest)
+    try:
+        agree(comm, "save_sharded (manifest)", write_manifest)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(mine)
+        raise
+    for old in replaced:  # rank 0: the replaced checkpoint's shards (none on other ranks)
+        if os.path.basename(old) not in names:
+            with contextlib.suppress(OSError):
+                os.unlink(old)
 
 
 def load_sharded(optimizer: Optimizer, path: str | os.PathLike[str]) -> None:
@@ -209,8 +243,8 @@ def _read_shard(file: str, name: str, manifest: dict[str, Any], rank: int) -> di
         if shard.get(key) != want:
             raise CheckpointError(
                 f"shard file {name!r} is not part of this checkpoint: its {key} is "
-                f"{shard.get(key)!r}, the manifest expects {want!r} (a later save that failed "
-                "may have overwritten it)"
+                f"{shard.get(key)!r}, the manifest expects {want!r} (a file from another save "
+                "put in its place?)"
             )
     return shard
 
