@@ -157,9 +157,13 @@ def load_sharded(optimizer: Optimizer, path: str | os.PathLike[str]) -> None:
             checkpoint (another save's, or another rank's) or lacks a parameter's state; the
             message names the file.
         ValueError: the optimizer's parameters differ from the saved ones in number, shape or
-            dtype (the message names the parameter and both sides), or ``load_state_dict``
-            refuses the state. On a ZeRO optimizer every rank raises (the others a
-            ``RuntimeError`` naming the rank that failed), and nothing has changed.
+            dtype (the message names the parameter and both sides).
+
+    For these, on a ZeRO optimizer every rank raises (the others a ``RuntimeError`` naming
+    the rank that failed) and nothing has changed. The final ``load_state_dict`` is each
+    rank's own, as in the consolidated path: if it refuses the state (say, Adam with
+    ``amsgrad=True`` given a state without ``max_exp_avg_sq``), only the ranks whose share it
+    refuses raise, unchanged, while the others have loaded theirs.
     """
     target = os.fspath(path)
     zero = optimizer if isinstance(optimizer, ZeroRedundancyOptimizer) else None
@@ -216,8 +220,10 @@ def _read_manifest(target: str) -> dict[str, Any]:
         not isinstance(shards, list)
         or len(shards) != manifest["world_size"]
         or not all(isinstance(n, str) and os.path.basename(n) == n for n in shards)
+        or not isinstance(manifest["params"], list)
         or not isinstance(located, dict)
         or not all(type(r) is int and 0 <= r < len(shards) for r in located.values())
+        or not all(type(i) is int and 0 <= i < len(manifest["params"]) for i in located)
     ):
         raise CheckpointError(
             f"sharded checkpoint manifest {target!r}: invalid shard list or state locations"
