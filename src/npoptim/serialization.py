@@ -101,6 +101,9 @@ import numpy.lib.format as npy
 from .parameter import SparseGrad
 
 FORMAT = "npoptim-checkpoint"
+#: The format name of a sharded checkpoint's manifest (``npoptim.distributed.save_sharded``):
+#: the same file layout, refused by :func:`load`.
+SHARDED_FORMAT = "npoptim-sharded-checkpoint"
 VERSION = 2  # 2: the values of every .npy member are aligned to _ALIGN bytes in the file
 _ALIGN = 64
 _PADDING_ID = 0xD935  # the zip extra field that pads a local header (as zipalign's)
@@ -270,9 +273,14 @@ def save(obj: object, f: PathOrFile) -> None:
     Example:
         >>> save({"optimizer": {"state": {}, "param_groups": []}}, "ckpt.npz")  # doctest: +SKIP
     """
+    _save(obj, f, FORMAT)
+
+
+def _save(obj: object, f: PathOrFile, fmt: str) -> None:
+    """:func:`save` with the manifest's format name ``fmt``."""
     encoder = _Encoder()
     root = encoder.encode(obj, ())
-    manifest = {"format": FORMAT, "version": VERSION, "root": root}
+    manifest = {"format": fmt, "version": VERSION, "root": root}
     text = json.dumps(manifest, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
     members = [(_MANIFEST, np.frombuffer(text.encode("ascii"), dtype=np.uint8))]
     members += [(f"arr_{i}.npy", a) for i, a in enumerate(encoder.arrays)]
@@ -394,14 +402,19 @@ def load(f: PathOrFile, *, mmap: bool = False) -> Any:
         >>> state_dict = load("ckpt.npz")["optimizer"]  # doctest: +SKIP
         >>> state_dict = load("ckpt.npz", mmap=True)["optimizer"]  # doctest: +SKIP
     """
+    return _load(f, mmap, FORMAT)
+
+
+def _load(f: PathOrFile, mmap: bool, fmt: str) -> Any:
+    """:func:`load` of a file whose manifest's format name must be ``fmt``."""
     if isinstance(f, (str, os.PathLike)):
         with open(f, "rb") as fh:
-            return _read_archive(fh, _map(fh) if mmap else None)
+            return _read_archive(fh, _map(fh) if mmap else None, fmt)
     if mmap:
         raise ValueError("load(f, mmap=True) needs f to be a path, got a file object")
     if not getattr(f, "seekable", lambda: False)():
-        return _read_archive(io.BytesIO(f.read()), None)
-    return _read_archive(f, None)
+        return _read_archive(io.BytesIO(f.read()), None, fmt)
+    return _read_archive(f, None, fmt)
 
 
 def _map(fh: IO[bytes]) -> memory_map.mmap:
@@ -415,7 +428,7 @@ def _fail(message: str) -> NoReturn:
     raise CheckpointError(message)
 
 
-def _read_archive(fh: IO[bytes], mapped: memory_map.mmap | None) -> Any:
+def _read_archive(fh: IO[bytes], mapped: memory_map.mmap | None, fmt: str) -> Any:
     try:
         start = fh.tell()
         size = fh.seek(0, io.SEEK_END)  # members can't reach beyond the end of the file
@@ -429,7 +442,7 @@ def _read_archive(fh: IO[bytes], mapped: memory_map.mmap | None) -> Any:
                 _fail(f"not an npoptim checkpoint: archive has no {_MANIFEST}")
             text = decoder.read_member(_MANIFEST, _DTYPES["uint8"], None).tobytes()
             manifest = json.loads(text.decode("utf-8"), object_pairs_hook=_unique_keys)
-            _check_header(manifest)
+            _check_header(manifest, fmt)
             obj = decoder.decode(manifest["root"], ())
             unused = sorted(set(decoder.members) - decoder.used)
             if unused:
@@ -450,9 +463,15 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def _check_header(manifest: Any) -> None:
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        _fail(f"not an npoptim checkpoint: manifest format is not {FORMAT!r}")
+def _check_header(manifest: Any, fmt: str) -> None:
+    found = manifest.get("format") if isinstance(manifest, dict) else None
+    if found == SHARDED_FORMAT and fmt != SHARDED_FORMAT:
+        _fail(
+            "this is the manifest of a sharded checkpoint (format 'npoptim-sharded-checkpoint'): "
+            "load it with npoptim.distributed.load_sharded(optimizer, path)"
+        )
+    if found != fmt:
+        _fail(f"not an npoptim checkpoint: manifest format is not {fmt!r}")
     version = manifest.get("version")
     if type(version) is not int or version < 1:
         _fail(f"invalid manifest: version must be a positive int, got {version!r}")

@@ -7,6 +7,8 @@ torch.distributed's answers for NumPy, through mpi4py:
 * :func:`broadcast_parameters_` and :func:`broadcast_optimizer_state_`: every replica starts
   identical;
 * :class:`ZeroRedundancyOptimizer`: optimizer state sharded across ranks (ZeRO stage 1);
+* :func:`save_sharded` and :func:`load_sharded`: checkpoints written by every rank in
+  parallel, one shard each, loadable at any world size or into a plain optimizer;
 * :func:`node_threads`: the kernel threads per rank that share a node's cores (applied by
   default on the first collective call, unless :func:`npoptim.set_num_threads` chose a count).
 
@@ -15,6 +17,7 @@ program: ``mpiexec -n 4 python -m mpi4py train.py``.
 """
 
 from ._comm import node_threads
+from .checkpoint import load_sharded, save_sharded, shard_files
 from .data_parallel import all_reduce_grads_, broadcast_optimizer_state_, broadcast_parameters_
 from .zero import ZeroRedundancyOptimizer
 
@@ -23,5 +26,8 @@ __all__ = [
     "all_reduce_grads_",
     "broadcast_optimizer_state_",
     "broadcast_parameters_",
+    "load_sharded",
     "node_threads",
+    "save_sharded",
+    "shard_files",
 ]

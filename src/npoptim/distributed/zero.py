@@ -269,26 +269,46 @@ class ZeroRedundancyOptimizer(Optimizer):
             )
         for pre_hook in self._optimizer_state_dict_pre_hooks.values():
             pre_hook(self)
+        state: dict[int, Any] = {}
+        for rank, local in enumerate(self._all_state_dicts):
+            state.update(self._global_state(rank, local))
+        state_dict: StateDict = {
+            "state": dict(sorted(state.items())),
+            "param_groups": self._global_param_groups(),
+        }
+        for post_hook in self._optimizer_state_dict_post_hooks.values():
+            result = post_hook(self, state_dict)
+            if result is not None:
+                state_dict = result
+        return state_dict
+
+    def _global_param_groups(self) -> list[dict[str, Any]]:
+        """The param_groups of a state_dict (copies): parameters as global indices."""
         index = _global_indices(self.param_groups)
         param_groups = []
         for group in self.param_groups:
             packed = copy.deepcopy({k: v for k, v in group.items() if k != "params"})
             packed["params"] = [index[id(p)] for p in group["params"]]
             param_groups.append(packed)
+        return param_groups
+
+    def _global_state(self, rank: int, local: StateDict) -> dict[int, Any]:
+        """Rank ``rank``'s local state_dict's ``state``, keyed by global parameter indices."""
+        index = _global_indices(self.param_groups)
+        owned = self._partition_parameters()[rank]
         state: dict[int, Any] = {}
-        for rank, local in enumerate(self._all_state_dicts):
-            owned = self._partition_parameters()[rank]
-            for local_group, owned_group in zip(local["param_groups"], owned, strict=True):
-                pairs = zip(local_group["params"], owned_group["params"], strict=True)
-                for local_index, p in pairs:
-                    if local_index in local["state"]:
-                        state[index[id(p)]] = local["state"][local_index]
-        state_dict: StateDict = {"state": dict(sorted(state.items())), "param_groups": param_groups}
-        for post_hook in self._optimizer_state_dict_post_hooks.values():
-            result = post_hook(self, state_dict)
-            if result is not None:
-                state_dict = result
-        return state_dict
+        for local_group, owned_group in zip(local["param_groups"], owned, strict=True):
+            pairs = zip(local_group["params"], owned_group["params"], strict=True)
+            for local_index, p in pairs:
+                if local_index in local["state"]:
+                    state[index[id(p)]] = local["state"][local_index]
+        return state
+
+    def _owned_indices(self) -> list[int]:
+        """The global indices of the parameters this rank owns."""
+        index = _global_indices(self.param_groups)
+        owned = self._partition_parameters()[self.rank]
+        return [index[id(p)] for g in owned for p in g["params"]]
 
     def load_state_dict(self, state_dict: StateDict) -> None:
         """Load a full state_dict (a consolidated one, or a single-process optimizer's over the
