@@ -21,6 +21,8 @@ OPTIONAL = {
     "torch": ("torch",),
     "numba": ("numba",),
     "examples": ("sklearn", "matplotlib", "tqdm", "autograd", "scipy"),
+    "mpi": ("mpi4py",),
+    "beyond": ("lion_pytorch", "pytorch_optimizer", "schedulefree", "prodigyopt"),
 }
 WITHOUT = {name.strip() for name in os.environ.get("NPOPTIM_TEST_WITHOUT", "").split(",")} - {""}
 
@@ -36,9 +38,11 @@ def pytest_configure(config: pytest.Config) -> None:
         if missing and group not in WITHOUT:
             raise pytest.UsageError(
                 f"{', '.join(missing)} not installed: install the test extras "
-                '(pip install -e ".[test,torch,fused,examples]"), or set '
+                '(pip install -e ".[test,torch,fused,examples,mpi,beyond]"), or set '
                 f"NPOPTIM_TEST_WITHOUT={group} to skip the tests that need it"
             )
+    if "mpi" in WITHOUT:  # the MPI tests read this (they fail, not skip, without mpi4py)
+        os.environ["NPOPTIM_MPI_TESTS"] = "0"
     if os.environ.get("NPOPTIM_TEST_INSTALLED") == "1":
         import npoptim
 

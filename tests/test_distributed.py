@@ -4,7 +4,7 @@ Each K is one launch of tests/mpi/checks.py, which runs every check inside the j
 reports JSON; the tests below judge those reports (one launch costs about a second of start-up,
 so the checks share them). Every launch has a timeout, so a hang fails instead of stalling CI.
 The MPI tests need the ``mpi`` extra (mpi4py and mpich); without it they FAIL. Set
-``NPOPTIM_MPI_TESTS=0`` to skip them on purpose.
+``NPOPTIM_MPI_TESTS=0`` (or ``NPOPTIM_TEST_WITHOUT=mpi``) to skip them on purpose.
 """
 
 from __future__ import annotations
