@@ -133,7 +133,18 @@ def build(
         if zero:
             return cls(ZeroRedundancyOptimizer(params, npoptim.SGD, **inner_kwargs), **kwargs)
         return cls(npoptim.SGD(params, **inner_kwargs), **kwargs)
-    return ZeroRedundancyOptimizer(params, cls, **kwargs) if zero else cls(params, **kwargs)
+    if zero:
+        return _train(ZeroRedundancyOptimizer(params, cls, **kwargs))
+    return _train(cls(params, **kwargs))
+
+
+def _train(opt: npoptim.Optimizer) -> npoptim.Optimizer:
+    """``opt`` in train mode where it has a train/eval switch (Schedule-Free starts in eval
+    mode and refuses to step there; before the first step the switch moves no parameter)."""
+    inner = opt.optim if isinstance(opt, ZeroRedundancyOptimizer) else opt
+    if hasattr(inner, "train"):
+        opt.train()  # type: ignore[attr-defined]
+    return opt
 
 
 def sharding(opt: npoptim.Optimizer) -> ZeroRedundancyOptimizer:

@@ -203,6 +203,27 @@ class ZeroRedundancyOptimizer(Optimizer):
         self._sync_params()
         return loss
 
+    def train(self) -> None:
+        """Schedule-Free's switch to the training point, for a local optimizer that has one
+        (collective): each rank moves its own share, then every parameter is sent from its
+        owner, as after a step."""
+        self._switch_mode("train")
+
+    def eval(self) -> None:
+        """Schedule-Free's switch to the evaluation point (collective; see :meth:`train`)."""
+        self._switch_mode("eval")
+
+    def _switch_mode(self, mode: str) -> None:
+        switch = getattr(self.optim, mode, None)
+        if switch is None:
+            raise AttributeError(
+                f"{type(self.optim).__name__} has no {mode}() switch (Schedule-Free has one)"
+            )
+        self._sync_param_groups(self.param_groups, self.optim.param_groups)
+        switch()
+        self._sync_param_groups(self.optim.param_groups, self.param_groups)
+        self._sync_params()
+
     def _sync_params(self) -> None:
         """Broadcast every parameter from its owner: one broadcast per parameter, or with
         ``parameters_as_bucket_view`` one per owner and dtype."""
