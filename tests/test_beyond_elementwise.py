@@ -313,6 +313,20 @@ def test_ademamix_invalid_arguments_are_refused(kwargs: dict[str, Any], message:
         npoptim.AdEMAMix([Parameter(np.zeros(2))], **kwargs)
 
 
+@pytest.mark.parametrize("foreach", [False, True, None])
+def test_ademamix_two_betas_written_into_a_group_are_refused_at_step(foreach: bool | None) -> None:
+    w = Parameter(np.ones(3))
+    opt = npoptim.AdEMAMix([w], foreach=foreach)
+    opt.param_groups[0]["betas"] = (0.9, 0.999)
+    w.grad = np.ones(3)
+    with pytest.raises(
+        ValueError, match=r"param_groups\[0\]\['betas'\] must be a triple \(a tuple of 3\)"
+    ):
+        opt.step()
+    np.testing.assert_array_equal(w, np.ones(3))
+    assert not opt.state[w]
+
+
 # ----------------------------------------------------------------- AdamWScheduleFree
 @pytest.mark.parametrize(("case", "kwargs", "desc", "dtype_name"), _params([ADAMW_SCHEDULEFREE]))
 def test_schedulefree_matches_paper_reference(

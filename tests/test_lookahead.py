@@ -267,3 +267,24 @@ def test_functional_kernel_is_the_papers_interpolation() -> None:
     fast, slow = np.array([1.0, 3.0]), np.array([0.0, 1.0])
     npoptim.functional.lookahead([fast], [slow], alpha=0.25)
     assert np.array_equal(slow, [0.25, 1.5]) and np.array_equal(fast, [0.25, 1.5])
+
+
+def test_load_refuses_slow_state_that_does_not_fit_its_parameter() -> None:
+    w = Parameter(np.ones(3))
+    opt = Lookahead(npoptim.SGD([w], lr=0.1, momentum=0.9), pullback_momentum="pullback")
+    w.grad = np.ones(3)
+    opt.step()
+    before = copy.deepcopy(opt.state_dict())
+    bad = copy.deepcopy(before)
+    bad["lookahead_state"][0]["slow_params"] = np.ones(7)
+    with pytest.raises(ValueError, match=r"'slow_params' has shape \(7,\), but the parameter has shape \(3,\)"):
+        opt.load_state_dict(bad)
+    bad = copy.deepcopy(before)
+    del bad["lookahead_state"][0]["slow_momentum"]
+    with pytest.raises(ValueError, match="has no 'slow_momentum'"):
+        opt.load_state_dict(bad)
+    bad = copy.deepcopy(before)
+    bad["lookahead_state"][0]["exp_avg"] = np.ones(3)
+    with pytest.raises(ValueError, match="'exp_avg' is not a state of Lookahead"):
+        opt.load_state_dict(bad)
+    assert_identical(opt.state_dict(), before)

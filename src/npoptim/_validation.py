@@ -45,6 +45,7 @@ __all__ = [
     "real",
     "reals",
     "text",
+    "triple",
     "wrapper_hint",
 ]
 
@@ -144,6 +145,11 @@ def _sequence(length: int, name: str, items: tuple[TypeCheck, ...]) -> TypeCheck
 def pair(first: TypeCheck = real, second: TypeCheck = real) -> TypeCheck:
     """A tuple (or list) of two values, each checked (``betas``, ``etas`` ...)."""
     return _sequence(2, "pair", (first, second))
+
+
+def triple(first: TypeCheck = real, second: TypeCheck = real, third: TypeCheck = real) -> TypeCheck:
+    """A tuple (or list) of three values, each checked (AdEMAMix's ``betas``)."""
+    return _sequence(3, "triple", (first, second, third))
 
 
 def reals(value: Any) -> Exception | None:

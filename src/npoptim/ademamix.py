@@ -20,7 +20,7 @@ from ._validation import (
     flag,
     optional,
     real,
-    reals,
+    triple,
 )
 from .optimizer import (
     Optimizer,
@@ -72,7 +72,7 @@ class AdEMAMix(Optimizer):
     _hyperparameters: ClassVar[dict[str, TypeCheck]] = {
         **Optimizer._hyperparameters,
         "lr": real,
-        "betas": reals,
+        "betas": triple(),
         "weight_decay": real,
         "weight_decouple": flag,
         "fixed_decay": flag,
@@ -91,8 +91,6 @@ class AdEMAMix(Optimizer):
     def _check_ranges(settings: dict[str, Any]) -> None:
         check_nonnegative(lr=settings["lr"])
         betas = settings["betas"]
-        if len(betas) != 3:
-            raise ValueError(f"betas must be a tuple of 3 (beta1, beta2, beta3), but got {betas!r}")
         for index, beta in enumerate(betas):
             if not 0.0 <= beta < 1.0:
                 raise ValueError(f"Invalid beta parameter at index {index}: {beta}")

@@ -86,7 +86,6 @@ class LAMB(Optimizer):
         }
         super().__init__(params, defaults)
 
-
     _hyperparameters: ClassVar[dict[str, TypeCheck]] = {
         **Optimizer._hyperparameters,
         "lr": real,

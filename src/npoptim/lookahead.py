@@ -180,6 +180,7 @@ class Lookahead(Optimizer):
                 p = ordered[key]
             if p is None:
                 raise ValueError(f"lookahead state has a key {key!r} that names no parameter")
+            self._check_slow_state(key, p, value)
             restored[p] = {k: self._cast_state(p, v, k) for k, v in value.items()}
         if len(restored) != len({id(p) for p in ordered}):
             raise ValueError(
@@ -193,6 +194,28 @@ class Lookahead(Optimizer):
         self.state = defaultdict(dict, restored)
         for post_hook in self._optimizer_load_state_dict_post_hooks.values():
             post_hook(self)
+
+    def _check_slow_state(self, key: Any, p: Parameter, value: Any) -> None:
+        """A loaded slow state fits its parameter: ``slow_params`` (and ``slow_momentum`` with
+        pullback) of the parameter's shape, nothing else but the evaluation backup."""
+        label = f"lookahead state for parameter {key!r}"
+        if not isinstance(value, dict):
+            raise TypeError(f"{label} must be a dict, but got {type(value).__name__}")
+        needed = ["slow_params"]
+        if self.pullback_momentum == "pullback":
+            needed.append("slow_momentum")
+        known = {"slow_params", "slow_momentum", "backup_params"}
+        for name in needed:
+            if name not in value:
+                raise ValueError(f"{label} has no {name!r} (it has {sorted(value)})")
+        for name, item in value.items():
+            if name not in known:
+                raise ValueError(f"{label}: {name!r} is not a state of Lookahead")
+            if not isinstance(item, np.ndarray) or item.shape != p.shape:
+                shape = getattr(item, "shape", type(item).__name__)
+                raise ValueError(
+                    f"{label}: {name!r} has shape {shape}, but the parameter has shape {p.shape}"
+                )
 
     def _split_pullback_buffers(
         self, base: StateDict, ordered: list[Parameter]

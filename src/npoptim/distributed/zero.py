@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
+from .._views import readonly
 from ..optimizer import Optimizer, ParamsT, StateDict
 from ..parameter import Parameter
 from ._comm import Array, agree, bcast_in_place, resolve, scratch
@@ -292,7 +293,8 @@ class ZeroRedundancyOptimizer(Optimizer):
             pre_hook(self)
         state: dict[int, Any] = {}
         for rank, local in enumerate(self._all_state_dicts):
-            state.update(self._global_state(rank, local))
+            # dicts of the caller's own around read-only views of the consolidated arrays
+            state.update(readonly(self._global_state(rank, local)))
         state_dict: StateDict = {
             "state": dict(sorted(state.items())),
             "param_groups": self._global_param_groups(),
