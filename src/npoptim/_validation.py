@@ -32,6 +32,7 @@ from ._kernels import require_numba
 __all__ = [
     "StateKey",
     "TypeCheck",
+    "check_adam_ranges",
     "check_betas",
     "check_impl_flags",
     "check_nonnegative",
@@ -209,6 +210,14 @@ def check_betas(betas: tuple[float, float]) -> None:
     for index, beta in enumerate(betas):
         if not 0.0 <= beta < 1.0:
             raise ValueError(f"Invalid beta parameter at index {index}: {beta}")
+
+
+def check_adam_ranges(settings: Mapping[str, Any]) -> None:
+    """torch's checks of the Adam family's shared settings, in torch's order: ``lr``, ``eps``,
+    ``betas``, ``weight_decay``."""
+    check_nonnegative(lr=settings["lr"], eps=settings["eps"])
+    check_betas(settings["betas"])
+    check_nonnegative(weight_decay=settings["weight_decay"])
 
 
 def check_impl_flags(foreach: bool | None, fused: bool | None, differentiable: bool) -> None:

@@ -16,8 +16,7 @@ from ._validation import (
     STEP,
     StateKey,
     TypeCheck,
-    check_betas,
-    check_nonnegative,
+    check_adam_ranges,
     flag,
     pair,
     real,
@@ -90,10 +89,8 @@ class Adam(Optimizer):
 
     @staticmethod
     def _check_ranges(settings: dict[str, Any]) -> None:
-        check_nonnegative(lr=settings["lr"], eps=settings["eps"])
+        check_adam_ranges(settings)
         betas = settings["betas"]
-        check_betas(betas)
-        check_nonnegative(weight_decay=settings["weight_decay"])
         if not (isinstance(betas[0], float) and isinstance(betas[1], float)):
             raise ValueError("betas must be either both floats or both Tensors")
 

@@ -16,8 +16,7 @@ from ._validation import (
     STEP,
     StateKey,
     TypeCheck,
-    check_betas,
-    check_nonnegative,
+    check_adam_ranges,
     pair,
     real,
 )
@@ -80,9 +79,7 @@ class Adamax(Optimizer):
 
     @staticmethod
     def _check_ranges(settings: dict[str, Any]) -> None:
-        check_nonnegative(lr=settings["lr"], eps=settings["eps"])
-        check_betas(settings["betas"])
-        check_nonnegative(weight_decay=settings["weight_decay"])
+        check_adam_ranges(settings)
 
     _group_flags: ClassVar[dict[str, Any]] = {
         "foreach": None,

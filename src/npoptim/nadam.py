@@ -16,7 +16,7 @@ from ._validation import (
     STEP,
     StateKey,
     TypeCheck,
-    check_betas,
+    check_adam_ranges,
     check_nonnegative,
     flag,
     pair,
@@ -88,11 +88,8 @@ class NAdam(Optimizer):
 
     @staticmethod
     def _check_ranges(settings: dict[str, Any]) -> None:
-        check_nonnegative(lr=settings["lr"], eps=settings["eps"])
-        check_betas(settings["betas"])
-        check_nonnegative(
-            weight_decay=settings["weight_decay"], momentum_decay=settings["momentum_decay"]
-        )
+        check_adam_ranges(settings)
+        check_nonnegative(momentum_decay=settings["momentum_decay"])
 
     _group_flags: ClassVar[dict[str, Any]] = {
         "maximize": False,
