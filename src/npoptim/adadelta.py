@@ -6,22 +6,14 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ._docs import _differentiable_doc, _foreach_doc, _fused_doc, _maximize_doc, _params_doc
 from ._kernels import elementwise
 from ._kernels.element import decay_flags
 from ._kernels.element import gradient as gradient_of
 from ._kernels.loop import Array, average_of_squares, gradient, temporaries
 from ._kernels.registry import Algorithm
 from ._validation import LIKE_PARAM, STEP, StateKey, TypeCheck, check_nonnegative, real
-from .optimizer import (
-    Optimizer,
-    ParamsT,
-    _differentiable_doc,
-    _foreach_doc,
-    _fused_doc,
-    _maximize_doc,
-    _params_doc,
-    _zeros_like,
-)
+from .optimizer import Optimizer, ParamsT, _zeros_like
 from .parameter import Parameter
 
 __all__ = ["Adadelta", "adadelta"]

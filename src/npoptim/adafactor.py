@@ -7,15 +7,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ._docs import _maximize_doc, _params_doc
 from ._kernels.loop import CHUNK_BYTES, Array, parallel_map, temporaries
 from ._validation import STEP, StateKey, TypeCheck, optional, pair, real
-from .optimizer import (
-    Optimizer,
-    ParamsT,
-    _maximize_doc,
-    _params_doc,
-    _zeros_like,
-)
+from .optimizer import Optimizer, ParamsT, _zeros_like
 from .parameter import Parameter
 
 __all__ = ["Adafactor", "adafactor"]

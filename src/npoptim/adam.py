@@ -6,6 +6,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ._docs import _differentiable_doc, _foreach_doc, _fused_doc, _maximize_doc, _params_doc
 from ._kernels import elementwise
 from ._kernels.element import decay_flags, decay_scalars, decayed, maximum, moment_scalars
 from ._kernels.element import moments as moments_of
@@ -22,16 +23,7 @@ from ._validation import (
     real,
     when,
 )
-from .optimizer import (
-    Optimizer,
-    ParamsT,
-    _differentiable_doc,
-    _foreach_doc,
-    _fused_doc,
-    _maximize_doc,
-    _params_doc,
-    _zeros_like,
-)
+from .optimizer import Optimizer, ParamsT, _zeros_like
 from .parameter import Parameter
 
 __all__ = ["Adam", "adam"]

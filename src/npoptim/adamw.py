@@ -4,16 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._docs import _differentiable_doc, _foreach_doc, _fused_doc, _maximize_doc, _params_doc
 from ._kernels.loop import Array
 from .adam import Adam, adam
-from .optimizer import (
-    ParamsT,
-    _differentiable_doc,
-    _foreach_doc,
-    _fused_doc,
-    _maximize_doc,
-    _params_doc,
-)
+from .optimizer import ParamsT
 from .parameter import Parameter
 
 __all__ = ["AdamW", "adamw"]

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ._docs import _foreach_doc, _fused_doc, _maximize_doc, _params_doc
 from ._kernels import elementwise
 from ._kernels.element import decayed, moment_scalars
 from ._kernels.element import moments as moments_of
@@ -22,16 +23,7 @@ from ._validation import (
     real,
     triple,
 )
-from .optimizer import (
-    Optimizer,
-    ParamsT,
-    _dense_params_and_grads,
-    _foreach_doc,
-    _fused_doc,
-    _maximize_doc,
-    _params_doc,
-    _zeros_like,
-)
+from .optimizer import Optimizer, ParamsT, _dense_params_and_grads, _zeros_like
 from .parameter import Parameter
 
 __all__ = ["AdEMAMix", "ademamix"]

@@ -6,6 +6,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ._docs import _foreach_doc, _fused_doc, _maximize_doc, _params_doc
 from ._kernels import elementwise
 from ._kernels.element import helper
 from ._kernels.loop import Array, temporaries
@@ -21,15 +22,7 @@ from ._validation import (
     pair,
     real,
 )
-from .optimizer import (
-    Optimizer,
-    ParamsT,
-    _foreach_doc,
-    _fused_doc,
-    _maximize_doc,
-    _params_doc,
-    _zeros_like,
-)
+from .optimizer import Optimizer, ParamsT, _zeros_like
 from .parameter import Parameter
 
 __all__ = ["Lion", "lion"]

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ._docs import _params_doc
 from ._kernels.loop import Array
 from ._validation import (
     LIKE_PARAM,
@@ -19,7 +20,7 @@ from ._validation import (
     reals,
     text,
 )
-from .optimizer import Optimizer, ParamsT, _dense_params_and_grads, _params_doc
+from .optimizer import Optimizer, ParamsT, _dense_params_and_grads
 from .parameter import Parameter
 
 __all__ = ["Muon", "muon"]

@@ -18,6 +18,12 @@ from typing import Any, ClassVar, TypeVar, Union, cast
 
 import numpy as np
 
+# The shared argument documentation lives in npoptim._docs; re-exported for older imports.
+from ._docs import _differentiable_doc as _differentiable_doc
+from ._docs import _foreach_doc as _foreach_doc
+from ._docs import _fused_doc as _fused_doc
+from ._docs import _maximize_doc as _maximize_doc
+from ._docs import _params_doc as _params_doc
 from ._validation import (
     StateKey,
     TypeCheck,
@@ -656,26 +662,7 @@ class Optimizer:
 
 
 # --------------------------------------------------------------------------------------
-# Shared argument documentation and validation helpers of the algorithm modules.
-
-_params_doc = r"""params (iterable): iterable of Parameters or of ``(name, Parameter)`` pairs to
-            optimize, or iterable of dicts defining parameter groups. When names are given,
-            every parameter of every group must be named."""
-
-_maximize_doc = r"""maximize (bool, optional): maximize the objective with respect to the
-            params, instead of minimizing (default: False)"""
-
-_foreach_doc = r"""foreach (bool, optional): whether the multi-tensor implementation is used.
-            It computes the same values as the for-loop path; ``None`` lets npoptim choose
-            (default: None)"""
-
-_fused_doc = r"""fused (bool, optional): whether the compiled single-pass implementation is
-            used (needs numba: ``pip install numba``). It computes the same values as the
-            for-loop path; with neither flag, npoptim uses it when numba is installed
-            (default: None)"""
-
-_differentiable_doc = r"""differentiable (bool, optional): accepted for compatibility with
-            torch; npoptim has no autograd, so only False is allowed (default: False)"""
+# Helpers of the algorithm modules.
 
 
 def _eval_closure(closure: Callable[[], float] | None) -> float | None:

@@ -6,20 +6,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ._docs import _differentiable_doc, _foreach_doc, _fused_doc, _maximize_doc, _params_doc
 from ._kernels import elementwise
 from ._kernels.loop import Array, temporaries
 from ._kernels.registry import Algorithm
 from ._validation import LIKE_PARAM, STEP, StateKey, TypeCheck, check_nonnegative, pair, real
-from .optimizer import (
-    Optimizer,
-    ParamsT,
-    _differentiable_doc,
-    _foreach_doc,
-    _fused_doc,
-    _maximize_doc,
-    _params_doc,
-    _zeros_like,
-)
+from .optimizer import Optimizer, ParamsT, _zeros_like
 from .parameter import Parameter
 
 __all__ = ["Rprop", "rprop"]

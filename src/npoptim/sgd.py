@@ -6,21 +6,14 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ._docs import _differentiable_doc, _foreach_doc, _fused_doc, _maximize_doc, _params_doc
 from ._kernels import elementwise
 from ._kernels.element import decay_flags
 from ._kernels.element import gradient as gradient_of
 from ._kernels.loop import Array, gradient, temporaries
 from ._kernels.registry import Algorithm
 from ._validation import StateKey, TypeCheck, check_nonnegative, flag, never, real
-from .optimizer import (
-    Optimizer,
-    ParamsT,
-    _differentiable_doc,
-    _foreach_doc,
-    _fused_doc,
-    _maximize_doc,
-    _params_doc,
-)
+from .optimizer import Optimizer, ParamsT
 from .parameter import Parameter, SparseGrad
 
 __all__ = ["SGD", "sgd"]

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ._docs import _maximize_doc, _params_doc
 from ._kernels.loop import Array
 from ._validation import (
     TypeCheck,
@@ -19,14 +20,7 @@ from ._validation import (
     real,
     text,
 )
-from .optimizer import (
-    Optimizer,
-    ParamsT,
-    _dense_params_and_grads,
-    _maximize_doc,
-    _params_doc,
-    _zeros_like,
-)
+from .optimizer import Optimizer, ParamsT, _dense_params_and_grads, _zeros_like
 from .parameter import Parameter
 
 __all__ = ["SOAP", "soap"]

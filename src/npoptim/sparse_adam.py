@@ -7,9 +7,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ._docs import _maximize_doc, _params_doc
 from ._kernels.loop import CHUNK_BYTES, Array, scratch
 from ._validation import LIKE_PARAM, STEP, StateKey, TypeCheck, check_betas, flag, pair, real
-from .optimizer import Optimizer, ParamsT, _maximize_doc, _params_doc
+from .optimizer import Optimizer, ParamsT
 from .parameter import Parameter, SparseGrad
 
 __all__ = ["SparseAdam", "sparse_adam"]
