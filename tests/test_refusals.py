@@ -735,3 +735,86 @@ def test_averaged_parameters_refuse_a_bad_shape_or_dtype_before_changing_any() -
     avg_refused(avg, state, TypeError,
                 "parameter 1 has dtype complex128, which does not cast to its average's dtype "
                 "float64")  # fmt: skip
+
+
+# ------------------------------------------------------------------ SOAP's loaded state
+def soap(*shapes: tuple[int, ...], **kwargs: Any) -> tuple[npoptim.Optimizer, list[Parameter]]:
+    """SOAP over parameters of ``shapes`` that has stepped three times (the first step builds
+    the preconditioners, the next two refresh the eigenbases)."""
+    rng = np.random.default_rng(1)
+    params = [Parameter(rng.standard_normal(s)) for s in shapes]
+    opt = npoptim.SOAP(params, precondition_frequency=1, **kwargs)
+    for k in range(3):
+        step(opt, params, k)
+    return opt, params
+
+
+def test_soap_state_for_a_parameter_of_another_shape_is_refused() -> None:
+    source, _ = soap((3, 4))
+    opt, _ = soap((4, 3))
+    refused(opt, lambda: opt.load_state_dict(source.state_dict()), ValueError,
+            "loaded state for parameter 0 of param_groups[0]: 'exp_avg' has shape (3, 4), "
+            "but the parameter has shape (4, 3)")  # fmt: skip
+
+
+@pytest.mark.parametrize("key", ["GG", "Q"])
+def test_soap_preconditioner_of_the_wrong_shape_is_refused(key: str) -> None:
+    # A (3, 4) matrix has one preconditioner per axis: (3, 3) and (4, 4).
+    opt, _ = soap((3, 4))
+    sd = _edited(opt, lambda sd: sd["state"][0][key].__setitem__(1, np.eye(3)))
+    refused(opt, lambda: opt.load_state_dict(sd), ValueError,
+            f"loaded state for parameter 0 of param_groups[0]: {key!r}[1] has shape (3, 3), "
+            "but for a parameter of shape (3, 4) it must have shape (4, 4)")  # fmt: skip
+
+
+def test_soap_preconditioners_that_do_not_fit_the_loaded_options_are_refused() -> None:
+    # With max_precondition_dim 3 the axis of length 4 is not rotated: no (4, 4) matrix.
+    opt, _ = soap((3, 4))
+    sd = _edited(opt, lambda sd: sd["param_groups"][0].__setitem__("max_precondition_dim", 3))
+    refused(opt, lambda: opt.load_state_dict(sd), ValueError,
+            "loaded state for parameter 0 of param_groups[0]: 'GG'[1] has shape (4, 4), but for "
+            "a parameter of shape (3, 4) it must have shape (0, 0)")  # fmt: skip
+    # merge_dims merges the axes 2, 3, 4 of this tensor into one of 24: one preconditioner.
+    opt, _ = soap((2, 3, 4))
+    sd = _edited(opt, lambda sd: sd["param_groups"][0].__setitem__("merge_dims", True))
+    refused(opt, lambda: opt.load_state_dict(sd), ValueError,
+            "loaded state for parameter 0 of param_groups[0]: 'GG' holds 3 arrays, but for a "
+            "parameter of shape (2, 3, 4) with these options it must hold 1")  # fmt: skip
+
+
+def test_soap_vector_preconditioner_follows_precondition_1d() -> None:
+    opt, _ = soap((3, 4), (5,), precondition_1d=True)
+    sd = _edited(opt, lambda sd: sd["param_groups"][0].__setitem__("precondition_1d", False))
+    refused(opt, lambda: opt.load_state_dict(sd), ValueError,
+            "loaded state for parameter 1 of param_groups[0]: 'GG'[0] has shape (5, 5), but for "
+            "a parameter of shape (5,) it must have shape (0, 0)")  # fmt: skip
+
+
+def test_soap_state_with_a_foreign_or_missing_key_is_refused() -> None:
+    opt, _ = soap((3, 4))
+    sd = _edited(opt, lambda sd: sd["state"][0].__setitem__("exp_avg_sq_row", np.zeros(3)))
+    refused(opt, lambda: opt.load_state_dict(sd), ValueError,
+            "loaded state for parameter 0 of param_groups[0]: 'exp_avg_sq_row' is not a state of "
+            "SOAP for this parameter (its state keys: ['GG', 'Q', 'exp_avg', 'exp_avg_sq', "
+            "'precondition_frequency', 'shampoo_beta'])")  # fmt: skip
+    sd = _edited(opt, lambda sd: sd["state"][0].pop("Q"))
+    refused(opt, lambda: opt.load_state_dict(sd), ValueError,
+            "loaded state for parameter 0 of param_groups[0] has no 'Q', which SOAP needs with "
+            "these options (it has ['GG', 'exp_avg', 'exp_avg_sq', 'precondition_frequency', "
+            "'shampoo_beta'])")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("shape", "options"),
+    [((3, 4), {}), ((5,), {"precondition_1d": True}), ((2, 3, 4), {"merge_dims": True}),
+     ((2, 3, 4, 5), {"merge_dims": True, "data_format": "channels_last",
+                     "max_precondition_dim": 12}),
+     ((3, 20), {"max_precondition_dim": 8}), ((), {"merge_dims": True})],
+)  # fmt: skip
+def test_soap_state_loads_back_under_every_layout(
+    shape: tuple[int, ...], options: dict[str, Any]
+) -> None:
+    opt, params = soap(shape, **options)
+    sd = copy.deepcopy(opt.state_dict())
+    opt.load_state_dict(sd)
+    step(opt, params, 3)

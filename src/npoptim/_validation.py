@@ -266,6 +266,10 @@ class StateKey:
             of those; ``None`` items allowed in ``"scalars"``).
         shape: the expected shape of an array for a parameter, or None where the key does not
             belong to that parameter's state (Adafactor: ``variance`` of a matrix).
+        shapes: for ``"arrays"`` whose entries differ in shape: the expected shape of each
+            entry, given the group's options and the parameter (SOAP's preconditioners, one
+            per axis); the list must have exactly that many entries. None: every entry has
+            ``shape``, in any number (LBFGS's history).
         required: whether a non-empty state must hold the key, given the group and parameter.
         nullable: whether the value may be None.
         sparse: whether a ``SparseGrad`` of the expected shape is accepted (SGD's buffer).
@@ -273,6 +277,7 @@ class StateKey:
 
     kind: str = "array"
     shape: Callable[[Mapping[str, Any], np.ndarray[Any, Any]], Shape | None] = param_shape
+    shapes: Callable[[Mapping[str, Any], np.ndarray[Any, Any]], list[Shape]] | None = None
     required: Callable[[Mapping[str, Any], np.ndarray[Any, Any]], bool] = always
     nullable: bool = False
     sparse: bool = False

@@ -753,23 +753,33 @@ def _check_state_value(
     items = value if spec.kind == "arrays" else [value]
     if spec.kind == "arrays" and not isinstance(value, (list, tuple)):
         raise TypeError(f"{label} must be a list of arrays, but got {_typename(value)}")
-    for item in items:
+    each = None if spec.shapes is None else spec.shapes(group, param)
+    if each is not None and len(items) != len(each):
+        raise ValueError(
+            f"{label} holds {len(items)} arrays, but for a parameter of shape {param.shape} "
+            f"with these options it must hold {len(each)}"
+        )
+    for i, item in enumerate(items):
+        if each is not None:  # entry i has a shape of its own
+            expected, item_label = each[i], f"{label}[{i}]"
+        else:
+            item_label = label
         if isinstance(item, SparseGrad) and spec.sparse:
             shape, dtype = item.shape, item.values.dtype
         elif isinstance(item, np.ndarray):
             shape, dtype = item.shape, item.dtype
         else:
-            raise TypeError(f"{label} must be an array, but got {_typename(item)}")
+            raise TypeError(f"{item_label} must be an array, but got {_typename(item)}")
         if tuple(shape) != expected:
             whose = (
                 "the parameter has shape"
-                if expected == param.shape
+                if expected == param.shape and each is None
                 else f"for a parameter of shape {param.shape} it must have shape"
             )
-            raise ValueError(f"{label} has shape {tuple(shape)}, but {whose} {expected}")
+            raise ValueError(f"{item_label} has shape {tuple(shape)}, but {whose} {expected}")
         if not _castable(dtype, param):
             raise TypeError(
-                f"{label} has dtype {dtype}, which does not cast to the parameter's dtype "
+                f"{item_label} has dtype {dtype}, which does not cast to the parameter's dtype "
                 f"{param.dtype}"
             )
 

@@ -3,6 +3,7 @@ r"""SOAP: Adam run in the eigenbasis of Shampoo's preconditioner (beyond torch.o
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -10,6 +11,8 @@ import numpy as np
 from ._docs import _maximize_doc, _params_doc
 from ._kernels.loop import Array
 from ._validation import (
+    LIKE_PARAM,
+    StateKey,
     TypeCheck,
     check_betas,
     check_nonnegative,
@@ -25,8 +28,14 @@ from .parameter import Parameter
 
 __all__ = ["SOAP", "soap"]
 
+Shape = tuple[int, ...]
+
 #: The two tensor layouts a 4-D parameter can have when ``merge_dims`` merges its axes.
 DATA_FORMATS = ("channels_first", "channels_last")
+
+#: SOAP's per-axis state (preconditioners ``GG`` and their eigenbases ``Q``): one square
+#: matrix per axis of the (merged) parameter, of the shapes the group's options give.
+_PER_AXIS = StateKey("arrays", shapes=lambda group, p: _preconditioner_shapes(p.shape, group))
 
 
 class SOAP(Optimizer):
@@ -105,6 +114,15 @@ class SOAP(Optimizer):
 
     _group_flags: ClassVar[dict[str, Any]] = {"data_format": "channels_first", "maximize": False}
 
+    _state_keys: ClassVar[dict[str, StateKey] | None] = {
+        "exp_avg": LIKE_PARAM,
+        "exp_avg_sq": LIKE_PARAM,
+        "GG": _PER_AXIS,
+        "Q": _PER_AXIS,
+        "precondition_frequency": StateKey("scalar"),
+        "shampoo_beta": StateKey("scalar"),
+    }
+
     def _step_group(self, group: dict[str, Any]) -> None:
         params, grads = _dense_params_and_grads(group, "SOAP", real_only=True)
         # One step count per group, as the oracle keeps it: a parameter that misses a grad
@@ -154,7 +172,7 @@ class SOAP(Optimizer):
         )
 
 
-def _layout(group: dict[str, Any]) -> dict[str, Any]:
+def _layout(group: Mapping[str, Any]) -> dict[str, Any]:
     """The options that decide how a parameter's axes are preconditioned."""
     return {
         "max_precondition_dim": group["max_precondition_dim"],
@@ -369,6 +387,10 @@ def _merged_shape(shape: tuple[int, ...], max_dim: int) -> list[int]:
     return merged
 
 
+#: The axes of a channels-last 4-D tensor (N, H, W, C) in channels-first order (N, C, H, W).
+_CHANNELS_FIRST = (0, 3, 1, 2)
+
+
 def _channels_last(x: Array, data_format: str) -> bool:
     return data_format == "channels_last" and x.ndim == 4
 
@@ -376,7 +398,7 @@ def _channels_last(x: Array, data_format: str) -> bool:
 def _merge(x: Array, max_dim: int, data_format: str) -> Array:
     """``x`` with its small axes merged (a channels-last 4-D tensor read as channels-first)."""
     if _channels_last(x, data_format):
-        x = x.transpose(0, 3, 1, 2)
+        x = x.transpose(_CHANNELS_FIRST)
     return x.reshape(_merged_shape(x.shape, max_dim))
 
 
@@ -421,24 +443,27 @@ def _project(
     return y.copy() if np.may_share_memory(y, x) else y
 
 
-def _new_preconditioners(
-    grad: Array,
-    *,
-    max_precondition_dim: int,
-    merge_dims: bool,
-    precondition_1d: bool,
-    data_format: str,
-) -> list[Array]:
+def _preconditioner_shapes(shape: tuple[int, ...], group: Mapping[str, Any]) -> list[Shape]:
+    """The shape of each preconditioner (and eigenbasis) of a parameter of ``shape`` under the
+    group's options: ``(n, n)`` for each axis of length ``n`` of the merged shape (a vector's
+    one axis is never merged), ``(0, 0)`` for an axis that is not rotated (longer than
+    ``max_precondition_dim``, or a vector without ``precondition_1d``)."""
+    max_dim = group["max_precondition_dim"]
+    if len(shape) == 1:
+        lengths = [shape[0] if group["precondition_1d"] and shape[0] <= max_dim else 0]
+    elif group["merge_dims"]:
+        if group["data_format"] == "channels_last" and len(shape) == 4:
+            shape = tuple(shape[k] for k in _CHANNELS_FIRST)
+        lengths = [n if n <= max_dim else 0 for n in _merged_shape(shape, max_dim)]
+    else:
+        lengths = [n if n <= max_dim else 0 for n in shape]
+    return [(n, n) for n in lengths]
+
+
+def _new_preconditioners(grad: Array, **layout: Any) -> list[Array]:
     """Zero preconditioners, one per axis (of the merged shape); an empty array for an axis
     that is not rotated."""
-    empty = np.zeros((0, 0), dtype=grad.dtype)
-    if grad.ndim == 1:
-        rotated = precondition_1d and grad.shape[0] <= max_precondition_dim
-        return [np.zeros((grad.size, grad.size), dtype=grad.dtype) if rotated else empty]
-    shape = _merge(grad, max_precondition_dim, data_format).shape if merge_dims else grad.shape
-    return [
-        np.zeros((n, n), dtype=grad.dtype) if n <= max_precondition_dim else empty for n in shape
-    ]
+    return [np.zeros(s, dtype=grad.dtype) for s in _preconditioner_shapes(grad.shape, layout)]
 
 
 def _update_preconditioner(
