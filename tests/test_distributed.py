@@ -354,3 +354,58 @@ def test_checkpoint_from_4_ranks_resumes_in_torch(jobs: Jobs) -> None:
     final = npoptim.load(jobs.folder / "final.npz")["params"]
     for t, want in zip(tensors, final, strict=True):
         np.testing.assert_allclose(t.numpy(), want, rtol=1e-12, atol=1e-15)
+
+
+# ------------------------------------------------------------------- train/eval switches
+class OneRank:
+    """A communicator of one rank, enough for ZeroRedundancyOptimizer without MPI."""
+
+    def Get_rank(self) -> int:  # mpi4py's name
+        return 0
+
+    def Get_size(self) -> int:  # mpi4py's name
+        return 1
+
+    def allgather(self, value: Any) -> list[Any]:
+        return [value]
+
+
+def one_rank_zero(
+    monkeypatch: pytest.MonkeyPatch, cls: type[npoptim.Optimizer], **kwargs: Any
+) -> Any:
+    from npoptim.distributed import ZeroRedundancyOptimizer, _comm
+
+    # the per-node thread default needs MPI's shared-memory split: not applied here
+    monkeypatch.setitem(_comm._thread_default, "applied", True)
+    params = [npoptim.Parameter(np.arange(3.0)), npoptim.Parameter(np.ones((2, 2)))]
+    return ZeroRedundancyOptimizer(params, cls, comm=OneRank(), **kwargs), params  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam", "SOAP"])
+def test_zero_has_no_train_or_eval_where_its_local_optimizer_has_none(
+    monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    zero, _ = one_rank_zero(monkeypatch, getattr(npoptim, name), lr=0.1)
+    assert not hasattr(zero, "train")
+    assert not hasattr(zero, "eval")
+    with pytest.raises(AttributeError, match=f"its local optimizer {name} has no train"):
+        zero.train()
+
+
+def test_zero_train_and_eval_switch_a_schedule_free_local_optimizer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    zero, params = one_rank_zero(monkeypatch, npoptim.AdamWScheduleFree, lr=0.1)
+    plain_params = [npoptim.Parameter(np.array(p)) for p in params]
+    plain = npoptim.AdamWScheduleFree(plain_params, lr=0.1)
+    assert hasattr(zero, "train") and hasattr(zero, "eval")
+    for opt, ps in ((zero, params), (plain, plain_params)):
+        opt.train()
+        for k in range(3):
+            for p in ps:
+                p.grad = np.full(p.shape, k + 1.0)
+            opt.step()
+        opt.eval()  # the parameters move to the averaged point
+    for p, q in zip(params, plain_params, strict=True):
+        np.testing.assert_array_equal(p, q)
+    assert not np.array_equal(plain_params[0], np.arange(3.0))

@@ -141,9 +141,8 @@ def build(
 def _train(opt: npoptim.Optimizer) -> npoptim.Optimizer:
     """``opt`` in train mode where it has a train/eval switch (Schedule-Free starts in eval
     mode and refuses to step there; before the first step the switch moves no parameter)."""
-    inner = opt.optim if isinstance(opt, ZeroRedundancyOptimizer) else opt
-    if hasattr(inner, "train"):
-        opt.train()  # type: ignore[attr-defined]
+    if hasattr(opt, "train"):  # a ZeRO optimizer has the switch where its local one has it
+        opt.train()
     return opt
 
 

@@ -204,26 +204,39 @@ class ZeroRedundancyOptimizer(Optimizer):
         self._sync_params()
         return loss
 
-    def train(self) -> None:
-        """Schedule-Free's switch to the training point, for a local optimizer that has one
-        (collective): each rank moves its own share, then every parameter is sent from its
-        owner, as after a step."""
-        self._switch_mode("train")
+    @property
+    def train(self) -> Callable[[], None]:
+        """Schedule-Free's switch to the training point, present only where the local
+        optimizer has one (``hasattr(zero, "train")`` tells): ``zero.train()`` is collective;
+        each rank moves its own share, then every parameter is sent from its owner, as after
+        a step."""
+        return self._mode_switch("train")
 
-    def eval(self) -> None:
-        """Schedule-Free's switch to the evaluation point (collective; see :meth:`train`)."""
-        self._switch_mode("eval")
+    @property
+    def eval(self) -> Callable[[], None]:
+        """Schedule-Free's switch to the evaluation point, present only where the local
+        optimizer has one (collective; see :attr:`train`)."""
+        return self._mode_switch("eval")
 
-    def _switch_mode(self, mode: str) -> None:
-        switch = getattr(self.optim, mode, None)
-        if switch is None:
+    def _mode_switch(self, mode: str) -> Callable[[], None]:
+        """The local optimizer's ``mode`` switch, wrapped to keep the groups and the
+        parameters in step across ranks; AttributeError (so ``hasattr`` is False) where the
+        local optimizer has none."""
+        local = getattr(self.__dict__.get("optim"), mode, None)
+        if local is None:
             raise AttributeError(
-                f"{type(self.optim).__name__} has no {mode}() switch (Schedule-Free has one)"
+                f"'{type(self).__name__}' object has no attribute '{mode}': its local "
+                f"optimizer {type(self.__dict__.get('optim')).__name__} has no {mode}() "
+                "switch (Schedule-Free has one)"
             )
-        self._sync_param_groups(self.param_groups, self.optim.param_groups)
-        switch()
-        self._sync_param_groups(self.optim.param_groups, self.param_groups)
-        self._sync_params()
+
+        def switch() -> None:
+            self._sync_param_groups(self.param_groups, self.optim.param_groups)
+            local()
+            self._sync_param_groups(self.optim.param_groups, self.param_groups)
+            self._sync_params()
+
+        return switch
 
     def _sync_params(self) -> None:
         """Broadcast every parameter from its owner: one broadcast per parameter, or with
