@@ -409,3 +409,39 @@ def test_zero_train_and_eval_switch_a_schedule_free_local_optimizer(
     for p, q in zip(params, plain_params, strict=True):
         np.testing.assert_array_equal(p, q)
     assert not np.array_equal(plain_params[0], np.arange(3.0))
+
+
+# ------------------------------------------------------------------ all-or-nothing load
+@pytest.mark.parametrize("k", [2, 3])
+def test_a_load_refused_on_one_rank_changes_no_rank(jobs: Jobs, k: int) -> None:
+    report = result(jobs(k), "refused_load")
+    last = k - 1
+    # rank i owns parameter i alone, of k + 1 - i values
+    assert report["owners"] == [[k + 1 - i] for i in range(k)]
+    message = (
+        f"ValueError: load_state_dict refused on rank {last}: loaded state for parameter {last} "
+        "of param_groups[0] has no 'max_exp_avg_sq', which Adam needs with these options (it "
+        "has ['exp_avg', 'exp_avg_sq', 'step'])"
+    )
+    assert report["consolidated"] == [message] * k
+    assert report["consolidated_unchanged"] == [True] * k
+    assert report["sharded"] == [message] * k
+    assert report["sharded_unchanged"] == [True] * k
+
+
+def test_agree_with_same_error_raises_the_failing_ranks_type_naming_it() -> None:
+    from npoptim.distributed._comm import agree
+    from npoptim.serialization import CheckpointError
+
+    def fails() -> tuple[list[str], None]:
+        raise CheckpointError("shard file 'x' is damaged")
+
+    def fails_oddly() -> tuple[list[str], None]:
+        raise KeyError("step")  # str() quotes it: not remade from the message alone
+
+    with pytest.raises(CheckpointError) as info:
+        agree(OneRank(), "load", fails, same_error=True)  # type: ignore[arg-type]
+    assert str(info.value) == "load refused on rank 0: shard file 'x' is damaged"
+    with pytest.raises(RuntimeError) as odd:
+        agree(OneRank(), "load", fails_oddly, same_error=True)  # type: ignore[arg-type]
+    assert str(odd.value) == "load refused on rank 0: 'step' (KeyError)"

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import argparse
 import ast
+import copy
 import inspect
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -489,6 +492,59 @@ def validation() -> dict[str, Any]:
 
     for fn in (shapes, dtypes, groups, not_a_parameter, dense_and_sparse, lbfgs, add_group):
         out[fn.__name__] = _errors_of(fn)
+    return out
+
+
+@check
+def refused_load() -> dict[str, Any]:
+    """A state whose part on the last rank is refused, loaded consolidated and from a sharded
+    checkpoint: every rank raises the same error naming that rank, and no rank changes its
+    state or its groups. Parameter i (of K + 1 - i values) is owned by rank i; only the
+    last rank's has a state, saved without the ``max_exp_avg_sq`` its group's ``amsgrad``
+    needs, and the saved ``lr`` differs from the optimizer's."""
+    from npoptim.distributed import load_sharded, save_sharded
+
+    if K == 1:
+        return {}
+    sizes = range(K + 1, 1, -1)
+    last = K - 1
+
+    def zero_adam() -> tuple[list[Parameter], ZeroRedundancyOptimizer]:
+        params = [Parameter(np.linspace(-1.0, 1.0, n)) for n in sizes]
+        return params, ZeroRedundancyOptimizer(params, npoptim.Adam, lr=0.1, foreach=False)
+
+    source_params = [Parameter(np.linspace(-1.0, 1.0, n)) for n in sizes]
+    source = npoptim.Adam(source_params, lr=0.1, foreach=False)
+    source_params[last].grad = np.ones_like(source_params[last])
+    source.step()
+    bad = copy.deepcopy(source.state_dict())
+    bad["param_groups"][0].update(amsgrad=True, lr=0.5)
+
+    params, zero = zero_adam()  # the target: every rank has a state to keep
+    for p in params:
+        p.grad = np.full_like(p, 0.5)
+    zero.step()
+    before = copy.deepcopy((zero.optim.state_dict(), zero.param_groups))
+    out: dict[str, Any] = {
+        "owners": COMM.allgather([p.size for p in zero.optim.param_groups[0]["params"]])
+    }
+    out["consolidated"] = _errors_of(lambda: zero.load_state_dict(bad))
+    out["consolidated_unchanged"] = COMM.allgather(
+        tree_equal(before, copy.deepcopy((zero.optim.state_dict(), zero.param_groups)))
+    )
+
+    folder = COMM.bcast(tempfile.mkdtemp() if RANK == 0 else None)
+    _, saving = zero_adam()
+    saving.load_state_dict(source.state_dict())
+    saving.param_groups[0].update(amsgrad=True, lr=0.5)
+    save_sharded(saving, os.path.join(folder, "ckpt.npz"))
+    out["sharded"] = _errors_of(lambda: load_sharded(zero, os.path.join(folder, "ckpt.npz")))
+    out["sharded_unchanged"] = COMM.allgather(
+        tree_equal(before, copy.deepcopy((zero.optim.state_dict(), zero.param_groups)))
+    )
+    COMM.barrier()
+    if RANK == 0:
+        shutil.rmtree(folder)
     return out
 
 

@@ -8,6 +8,7 @@ and ``import npoptim.distributed`` never load MPI.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
 from collections.abc import Callable, Sequence
 from itertools import zip_longest
@@ -83,16 +84,24 @@ def node_threads(comm: Intracomm) -> int:
     return max(1, min(_cpus_of_this_process(), cores // ranks_on_node))
 
 
-def agree(comm: Intracomm, what: str, describe: Callable[[], tuple[Sequence[str], _T]]) -> list[_T]:
+def agree(
+    comm: Intracomm,
+    what: str,
+    describe: Callable[[], tuple[Sequence[str], _T]],
+    *,
+    same_error: bool = False,
+) -> list[_T]:
     """Check collectively that every rank of ``comm`` passed matching input to ``what``.
 
     ``describe()`` runs on each rank and returns lines that must be equal on every rank
     (shapes, dtypes, groups) and a payload that may differ (say, which grads are present);
     one allgather carries each rank's digest of the lines and its payload. If ``describe``
     raised on some rank, or the lines differ, every rank raises: the rank that failed its own
-    error, the others a ``RuntimeError`` naming that rank and its error; for differing lines a
-    ``ValueError`` that names the first difference and both sides. No rank is left waiting in
-    a collective and nothing has changed.
+    error, the others a ``RuntimeError`` naming that rank and its error (with ``same_error``,
+    every rank the same error instead: the failing rank's type, its message prefixed with
+    ``what`` and the rank); for differing lines a ``ValueError`` that names the first
+    difference and both sides. No rank is left waiting in a collective and nothing has
+    changed.
 
     Returns:
         The payloads, one per rank, in rank order.
@@ -105,17 +114,43 @@ def agree(comm: Intracomm, what: str, describe: Callable[[], tuple[Sequence[str]
     except Exception as exc:  # raised again below, after every rank knows
         error = exc
     digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()
-    text = None if error is None else f"{type(error).__name__}: {error}"
-    gathered = comm.allgather((text, digest, payload))
-    failed = [(rank, message) for rank, (message, _, _) in enumerate(gathered) if message]
+    failure = None if error is None else (_type_name(error), str(error))
+    gathered = comm.allgather((failure, digest, payload))
+    failed = [(rank, failure) for rank, (failure, _, _) in enumerate(gathered) if failure]
     if failed:
+        rank, (kind, message) = failed[0]
+        if same_error:
+            others = f" (and on ranks {[r for r, _ in failed[1:]]})" if len(failed) > 1 else ""
+            raise _remade(kind, f"{what} refused on rank {rank}{others}: {message}") from error
         if error is not None:
             raise error
-        rank, message = failed[0]
-        raise RuntimeError(f"{what}: rank {rank} refused its input ({message})")
+        raise RuntimeError(
+            f"{what}: rank {rank} refused its input ({kind.rpartition('.')[2]}: {message})"
+        )
     if len({d for _, d, _ in gathered}) > 1:
         raise ValueError(_first_difference(what, comm.allgather(list(lines))))
     return [p for _, _, p in gathered]
+
+
+def _type_name(error: Exception) -> str:
+    """``module.QualName`` of the error's type (builtins as ``builtins.ValueError``)."""
+    kind = type(error)
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def _remade(kind: str, message: str) -> Exception:
+    """An error of the type named ``kind`` (as :func:`_type_name` gives it) with ``message``;
+    a ``RuntimeError`` where that type cannot be found or made from one message."""
+    module_name, _, name = kind.rpartition(".")
+    try:
+        found = getattr(importlib.import_module(module_name), name)
+        if isinstance(found, type) and issubclass(found, Exception):
+            made = found(message)
+            if str(made) == message:
+                return made
+    except Exception:  # an unknown or unusual type: say it in a RuntimeError
+        pass
+    return RuntimeError(f"{message} ({name})")
 
 
 def _first_difference(what: str, everyone: list[list[str]]) -> str:

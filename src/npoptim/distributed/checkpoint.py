@@ -160,10 +160,10 @@ def load_sharded(optimizer: Optimizer, path: str | os.PathLike[str]) -> None:
             dtype (the message names the parameter and both sides).
 
     For these, on a ZeRO optimizer every rank raises (the others a ``RuntimeError`` naming
-    the rank that failed) and nothing has changed. The final ``load_state_dict`` is each
-    rank's own, as in the consolidated path: if it refuses the state (say, Adam with
-    ``amsgrad=True`` given a state without ``max_exp_avg_sq``), only the ranks whose share it
-    refuses raise, unchanged, while the others have loaded theirs.
+    the rank that failed) and nothing has changed. The final ``load_state_dict`` is the
+    ZeRO optimizer's, all or nothing as in the consolidated path: if a rank refuses its share
+    (say, Adam with ``amsgrad=True`` given a state without ``max_exp_avg_sq``), every rank
+    raises the same error naming that rank, and no rank has changed.
     """
     target = os.fspath(path)
     zero = optimizer if isinstance(optimizer, ZeroRedundancyOptimizer) else None

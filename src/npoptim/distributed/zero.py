@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from .._views import readonly
-from ..optimizer import Optimizer, ParamsT, StateDict
+from ..optimizer import (
+    Optimizer,
+    ParamsT,
+    StateDict,
+    _check_saved_group_layout,
+    _check_state_dict_keys,
+    _typename,
+)
 from ..parameter import Parameter
 from ._comm import Array, agree, bcast_in_place, resolve, scratch
 
@@ -349,47 +356,100 @@ class ZeroRedundancyOptimizer(Optimizer):
     def load_state_dict(self, state_dict: StateDict) -> None:
         """Load a full state_dict (a consolidated one, or a single-process optimizer's over the
         same parameters) and keep this rank's shard of it; the global groups take the saved
-        hyperparameters. Call it on every rank; a refused load changes nothing.
+        hyperparameters.
+
+        Collective, and all or nothing across the ranks: every rank checks its shard first
+        (loading it into a copy of the local optimizer that shares nothing it changes), the
+        ranks then agree, in one collective, that all succeeded, and only then does any rank
+        change anything. If a rank refuses its shard, or the ranks were given different
+        hyperparameters, every rank raises the same error, naming the failing rank, and none
+        has changed. Messages name each parameter by its index in the given dict.
         """
-        state_dict = state_dict.copy()
-        for pre_hook in self._optimizer_load_state_dict_pre_hooks.values():
-            result = pre_hook(self, state_dict)
+        staged: list[tuple[Optimizer, list[dict[str, Any]]]] = []
+
+        def describe() -> tuple[list[str], None]:
+            loaded = self._run_pre_hooks(self, state_dict)
+            _check_state_dict_keys(self, loaded)
+            saved_groups = loaded["param_groups"]
+            _check_saved_group_layout(saved_groups)
+            if len(saved_groups) != len(self.param_groups):
+                raise ValueError("loaded state dict has a different number of parameter groups")
+            if any(
+                len(g["params"]) != len(s["params"])
+                for g, s in zip(self.param_groups, saved_groups, strict=True)
+            ):
+                raise ValueError(
+                    "loaded state dict contains a parameter group that doesn't match the size "
+                    "of optimizer's group"
+                )
+            local = self._run_pre_hooks(self.optim, self._local_part(loaded))
+            trial = _detached(self.optim)
+            trial.load_state_dict(local)  # every check; changes only the trial's own objects
+            staged.append((trial, saved_groups))
+            shared = [{k: v for k, v in s.items() if k not in _NOT_SHARED} for s in saved_groups]
+            return [f"group {i} with options {options!r}" for i, options in enumerate(shared)], None
+
+        agree(self.comm, "load_state_dict", describe, same_error=True)
+        # Agreed: from here on nothing raises.
+        trial, saved_groups = staged[0]
+        self.optim.state, self.optim.param_groups = trial.state, trial.param_groups
+        for group, saved in zip(self.param_groups, saved_groups, strict=True):
+            for key, value in saved.items():
+                if key != "params":
+                    group[key] = copy.deepcopy(value)
+        for post_hook in self.optim._optimizer_load_state_dict_post_hooks.values():
+            post_hook(self.optim)
+        for post_hook in self._optimizer_load_state_dict_post_hooks.values():
+            post_hook(self)
+
+    @staticmethod
+    def _run_pre_hooks(owner: Optimizer, state_dict: StateDict) -> StateDict:
+        """A shallow copy of ``state_dict`` passed through ``owner``'s load_state_dict
+        pre-hooks (this object's, or the local optimizer's), as ``load_state_dict`` does."""
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(
+                f"{type(owner).__name__}.load_state_dict expects an optimizer state_dict "
+                f"(a dict), but got {_typename(state_dict)}"
+            )
+        state_dict = dict(state_dict)
+        for pre_hook in owner._optimizer_load_state_dict_pre_hooks.values():
+            result = pre_hook(owner, state_dict)
             if result is not None:
                 state_dict = result
+        return state_dict
+
+    def _local_part(self, state_dict: StateDict) -> StateDict:
+        """This rank's shard of a full state_dict, as a state_dict of the local optimizer whose
+        parameters keep their indices in the full one (so its messages name them)."""
         saved_groups = state_dict["param_groups"]
-        if len(saved_groups) != len(self.param_groups):
-            raise ValueError("loaded state dict has a different number of parameter groups")
-        if any(
-            len(g["params"]) != len(s["params"])
-            for g, s in zip(self.param_groups, saved_groups, strict=True)
-        ):
-            raise ValueError(
-                "loaded state dict contains a parameter group that doesn't match the size of "
-                "optimizer's group"
-            )
         saved_ids = list(itertools.chain.from_iterable(s["params"] for s in saved_groups))
         position = _global_indices(self.param_groups)
+        saved_state = state_dict["state"]
         local: StateDict = {"state": {}, "param_groups": []}
-        count = 0
         owned = self._partition_parameters()[self.rank]
         for saved, local_group in zip(saved_groups, owned, strict=True):
             packed = {k: v for k, v in saved.items() if k not in _NOT_SHARED}
             if "param_names" in local_group:
                 packed["param_names"] = local_group["param_names"]
-            packed["params"] = list(range(count, count + len(local_group["params"])))
-            for p in local_group["params"]:
-                saved_id = saved_ids[position[id(p)]]
-                if saved_id in state_dict["state"]:
-                    local["state"][count] = state_dict["state"][saved_id]
-                count += 1
+            packed["params"] = [saved_ids[position[id(p)]] for p in local_group["params"]]
+            for saved_id in packed["params"]:
+                if isinstance(saved_state, Mapping) and saved_id in saved_state:
+                    local["state"][saved_id] = saved_state[saved_id]
             local["param_groups"].append(packed)
-        self.optim.load_state_dict(local)
-        for group, saved in zip(self.param_groups, saved_groups, strict=True):
-            for key, value in saved.items():
-                if key != "params":
-                    group[key] = copy.deepcopy(value)
-        for post_hook in self._optimizer_load_state_dict_post_hooks.values():
-            post_hook(self)
+        if not isinstance(saved_state, Mapping):
+            local["state"] = saved_state  # refused by the local optimizer, with its message
+        return local
+
+
+def _detached(optimizer: Optimizer) -> Optimizer:
+    """A copy of ``optimizer`` that shares its attributes (defaults, state, groups) but no
+    hooks, made without ``__setstate__`` (which would touch the shared state): its
+    ``load_state_dict`` checks a state and builds new state and groups for itself only,
+    leaving ``optimizer``'s untouched."""
+    trial = object.__new__(type(optimizer))
+    trial.__dict__.update({k: v for k, v in vars(optimizer).items() if not k.endswith("_hooks")})
+    trial._init_hooks()
+    return trial
 
 
 def _check_optimizer_class(optimizer_class: Any) -> None:
