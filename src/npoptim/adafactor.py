@@ -9,6 +9,7 @@ import numpy as np
 
 from ._docs import _maximize_doc, _params_doc
 from ._kernels.loop import CHUNK_BYTES, Array, parallel_map, temporaries
+from ._math import lerp_
 from ._validation import STEP, StateKey, TypeCheck, optional, pair, real
 from .optimizer import Optimizer, ParamsT, _zeros_like
 from .parameter import Parameter
@@ -229,8 +230,8 @@ def adafactor(
             # mean of G⊙G along each row / column, without a parameter-sized G⊙G
             row_mean = np.einsum("...ij,...ij->...i", grad, grad)[..., None] / n_cols
             col_mean = np.einsum("...ij,...ij->...j", grad, grad)[..., None, :] / n_rows
-            _lerp(row_var, row_mean, weight, np.empty_like(row_mean))  # R_t
-            _lerp(col_var, col_mean, weight, np.empty_like(col_mean))  # C_t
+            lerp_(row_var, row_mean, weight)  # R_t
+            lerp_(col_var, col_mean, weight)  # C_t
         # U_t is computed a piece at a time, twice: once for its norm (a vector's V̂_t is
         # updated on that pass), once to apply it; the pieces are shared among threads
         pieces = _pieces_of(param, grad, row_vars[i], col_vars[i], variances[i], eps1)
@@ -305,7 +306,7 @@ def _update(piece: Piece, eps1: float, weight: float | None) -> Array:
         v = piece[2]
         u, tmp = temporaries(g, 2)
         if weight is not None:
-            _lerp(v, np.multiply(g, g, out=u), weight, tmp)  # V̂_t
+            lerp_(v, np.multiply(g, g, out=u), weight, tmp)  # V̂_t
         return _divide_by_root(g, np.maximum(v, eps1 * eps1, out=u))
     _, _, r, c, scale = piece
     (u,) = temporaries(g, 1)
@@ -318,15 +319,3 @@ def _divide_by_root(g: Array, u: Array) -> Array:
     """``u`` overwritten with ``g / sqrt(u)``."""
     np.sqrt(u, out=u)
     return np.divide(g, u, out=u)
-
-
-def _lerp(start: Array, end: Array, weight: float, tmp: Array) -> None:
-    """``start += weight * (end - start)`` in place, in torch's two-sided form (exact at
-    weight 1, which Adafactor's first step uses); ``tmp`` is scratch shaped like ``start``."""
-    np.subtract(end, start, out=tmp)
-    if weight < 0.5:
-        tmp *= weight
-        start += tmp
-    else:
-        tmp *= 1 - weight
-        np.subtract(end, tmp, out=start)

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ._kernels.loop import Array
+from ._math import lerp_
 from ._views import readonly
 from .optimizer import Optimizer, StateDict
 from .parameter import Parameter
@@ -327,13 +328,6 @@ def lookahead(params: list[Array], slow_params: list[Array], *, alpha: float) ->
     r"""Functional Lookahead synchronization: :math:`\phi \leftarrow \phi + \alpha (\theta -
     \phi)`, then :math:`\theta \leftarrow \phi`, for each pair, in place. Computed as torch's
     ``lerp_`` of :math:`\theta` toward :math:`\phi` with weight :math:`1 - \alpha`."""
-    weight = 1.0 - alpha
     for fast, slow in zip(params, slow_params, strict=True):
-        diff = slow - fast
-        if weight < 0.5:
-            diff *= weight
-            fast += diff
-        else:
-            diff *= 1.0 - weight
-            np.subtract(slow, diff, out=fast)
+        lerp_(fast, slow, 1.0 - alpha)
         slow[...] = fast

@@ -10,6 +10,7 @@ import numpy as np
 
 from ._docs import _maximize_doc, _params_doc
 from ._kernels.loop import Array
+from ._math import lerp_
 from ._validation import (
     LIKE_PARAM,
     StateKey,
@@ -341,8 +342,8 @@ def soap(
         grad = -grads[i] if maximize else grads[i]
         exp_avg, exp_avg_sq, Q = exp_avgs[i], exp_avg_sqs[i], eigenbases[i]
         grad_rotated = _project(grad, Q, **layout)  # G' = Q_L^T G Q_R
-        _lerp_(exp_avg, grad, 1.0 - beta1)  # M ← β1 M + (1 - β1) G
-        _lerp_(exp_avg_sq, np.square(grad_rotated), 1.0 - beta2)  # V ← β2 V + (1 - β2) G'²
+        lerp_(exp_avg, grad, 1.0 - beta1)  # M ← β1 M + (1 - β1) G
+        lerp_(exp_avg_sq, np.square(grad_rotated), 1.0 - beta2)  # V ← β2 V + (1 - β2) G'²
         denom = np.sqrt(exp_avg_sq)
         denom += eps
         rotated = _project(exp_avg, Q, **layout)
@@ -361,18 +362,6 @@ def soap(
 
 
 # ----------------------------------------------------------------------- the pieces
-def _lerp_(a: Array, b: Array, weight: float) -> None:
-    """``a ← a + w (b - a)`` in place, computed as torch's ``lerp_`` computes it (from the
-    nearer end: ``b - (b - a)(1 - w)`` when ``w >= 0.5``)."""
-    diff = b - a
-    if weight < 0.5:
-        diff *= weight
-        a += diff
-    else:
-        diff *= 1.0 - weight
-        np.subtract(b, diff, out=a)
-
-
 def _merged_shape(shape: tuple[int, ...], max_dim: int) -> list[int]:
     """Adjacent axes merged while their product stays <= ``max_dim``; a shape that merges
     into one axis is that axis (length 1 for a scalar)."""
@@ -487,7 +476,7 @@ def _update_preconditioner(
     for axis, P in enumerate(GG):
         if P.size:
             others = [k for k in range(g.ndim) if k != axis]
-            _lerp_(P, np.tensordot(g, g, axes=(others, others)), 1.0 - shampoo_beta)
+            lerp_(P, np.tensordot(g, g, axes=(others, others)), 1.0 - shampoo_beta)
     if len(Q) != len(GG):  # the first gradient: a full eigendecomposition
         Q[:] = [_eigenvectors(P) for P in GG]
     elif step > 0 and step % precondition_frequency == 0:

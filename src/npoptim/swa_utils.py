@@ -29,6 +29,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from ._math import lerp_
 from ._validation import wrapper_hint
 from ._views import readonly
 from .lr_scheduler import LRScheduler, _format_param, _warn_unless_in_step
@@ -50,18 +51,6 @@ MultiAvgFn = Callable[[Sequence[Array], Sequence[Array], int], None]
 
 
 # --------------------------------------------------------------------------- kernels
-def _lerp_(start: Array, end: Array, weight: float) -> None:
-    r"""``start += weight * (end - start)`` in place, as torch's ``lerp_`` evaluates it:
-    from ``end`` backwards when ``weight >= 0.5``, which is exact at ``weight = 1``."""
-    diff = np.subtract(end, start)  # end - start
-    if abs(weight) < 0.5:
-        diff *= weight
-        start += diff
-    else:
-        diff *= 1 - weight
-        np.subtract(end, diff, out=start, casting="same_kind")
-
-
 def _swa_update_(averaged: Array, current: Array, num_averaged: int) -> None:
     r"""The running mean in place: :math:`\bar w \leftarrow \bar w + (w - \bar w)/(n + 1)`."""
     diff = np.subtract(current, averaged)
@@ -96,7 +85,7 @@ def get_ema_multi_avg_fn(decay: float = 0.999) -> MultiAvgFn:
         ema_param_list: Sequence[Array], current_param_list: Sequence[Array], _: int
     ) -> None:
         for ema, current in zip(ema_param_list, current_param_list, strict=True):
-            _lerp_(ema, current, 1 - decay)
+            lerp_(ema, current, 1 - decay)
 
     return ema_update
 
@@ -120,7 +109,7 @@ def get_swa_multi_avg_fn() -> MultiAvgFn:
     ) -> None:
         weight = 1 / (num_averaged + 1)
         for averaged, current in zip(averaged_param_list, current_param_list, strict=True):
-            _lerp_(averaged, current, weight)
+            lerp_(averaged, current, weight)
 
     return swa_update
 
