@@ -44,7 +44,7 @@ import npoptim  # noqa: E402
 if OPTS.threads:  # the user's choice, before any distributed call
     npoptim.set_num_threads(OPTS.threads)
 
-from model import Problem, digest, shard  # noqa: E402
+from model import Problem, digest, problem_and_zero, shard, steps  # noqa: E402
 from mpi4py import MPI  # noqa: E402
 
 from configs import CONFIGS  # noqa: E402
@@ -593,32 +593,20 @@ if OPTS.memory:
         return out
 
 
-def _elastic_problem() -> tuple[Problem, ZeroRedundancyOptimizer]:
-    problem = Problem("Adam")
-    zero = ZeroRedundancyOptimizer(problem.all, npoptim.Adam, lr=0.05, amsgrad=True, foreach=False)
-    return problem, zero
-
-
-def _steps(problem: Problem, opt: npoptim.Optimizer, n: int) -> None:
-    for _ in range(n):
-        problem.set_grads(slice(None))
-        opt.step()
-
-
 if OPTS.save:
 
     @check
     def elastic_save() -> bool:
         """10 steps, a consolidated checkpoint (with the parameters), then 10 more steps."""
-        problem, zero = _elastic_problem()
-        _steps(problem, zero, 10)
+        problem, zero = problem_and_zero()
+        steps(problem, zero, 10)
         zero.consolidate_state_dict(to=0)
         if RANK == 0:
             npoptim.save(
                 {"optimizer": zero.state_dict(), "params": [np.asarray(p) for p in problem.all]},
                 os.path.join(OPTS.save, "checkpoint.npz"),
             )
-        _steps(problem, zero, 10)
+        steps(problem, zero, 10)
         if RANK == 0:
             npoptim.save(
                 {"params": [np.asarray(p) for p in problem.all]},
@@ -633,11 +621,11 @@ if OPTS.resume:
     def elastic_resume() -> bool:
         """The checkpoint loaded at this world size: 10 steps, saved for the test to compare."""
         saved = npoptim.load(os.path.join(OPTS.resume, "checkpoint.npz"))
-        problem, zero = _elastic_problem()
+        problem, zero = problem_and_zero()
         for p, value in zip(problem.all, saved["params"], strict=True):
             p[...] = value
         zero.load_state_dict(saved["optimizer"])
-        _steps(problem, zero, 10)
+        steps(problem, zero, 10)
         if RANK == 0:
             npoptim.save(
                 {"params": [np.asarray(p) for p in problem.all]},

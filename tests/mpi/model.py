@@ -12,7 +12,9 @@ from typing import Any
 
 import numpy as np
 
+import npoptim
 from npoptim import Parameter, SparseGrad
+from npoptim.distributed import ZeroRedundancyOptimizer
 
 
 def digest(arrays: list[Any]) -> str:
@@ -79,3 +81,18 @@ class Problem:
         for p, g in zip(self.all, grads, strict=True):
             p.grad = g
         return loss
+
+
+def problem_and_zero() -> tuple[Problem, ZeroRedundancyOptimizer]:
+    """The checkpoint checks' model and its Adam (with ``amsgrad``, for a third state array)
+    sharded by ZeroRedundancyOptimizer; collective: every rank calls it."""
+    problem = Problem("Adam")
+    zero = ZeroRedundancyOptimizer(problem.all, npoptim.Adam, lr=0.05, amsgrad=True, foreach=False)
+    return problem, zero
+
+
+def steps(problem: Problem, opt: npoptim.Optimizer, n: int) -> None:
+    """``n`` steps of ``opt`` on the whole batch."""
+    for _ in range(n):
+        problem.set_grads(slice(None))
+        opt.step()

@@ -36,17 +36,16 @@ ARGS.add_argument("--resume-from", type=int, default=0)
 ARGS.add_argument("--faults", action="store_true")
 OPTS = ARGS.parse_args()
 
-from model import Problem, digest  # noqa: E402
+from model import Problem, digest, problem_and_zero, steps  # noqa: E402
 from mpi4py import MPI  # noqa: E402
 
 import npoptim  # noqa: E402
+from npoptim.distributed import checkpoint as sharded_checkpoint  # noqa: E402
 from npoptim.distributed import (  # noqa: E402
-    ZeroRedundancyOptimizer,
     load_sharded,
     save_sharded,
     shard_files,
 )
-from npoptim.distributed import checkpoint as sharded_checkpoint  # noqa: E402
 
 COMM = MPI.COMM_WORLD
 RANK, K = COMM.Get_rank(), COMM.Get_size()
@@ -63,18 +62,6 @@ def check(fn: Callable[[], Any]) -> Callable[[], Any]:
     errors = [e for e in COMM.allgather(error) if e]
     RESULTS[fn.__name__] = {"result": result, "errors": errors}
     return fn
-
-
-def problem_and_zero() -> tuple[Problem, ZeroRedundancyOptimizer]:
-    problem = Problem("Adam")
-    zero = ZeroRedundancyOptimizer(problem.all, npoptim.Adam, lr=0.05, amsgrad=True, foreach=False)
-    return problem, zero
-
-
-def steps(problem: Problem, opt: npoptim.Optimizer, n: int) -> None:
-    for _ in range(n):
-        problem.set_grads(slice(None))
-        opt.step()
 
 
 def same_everywhere(arrays: list[Any]) -> bool:
