@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from .._kernels import get_num_threads, set_num_threads
+from .._kernels.loop import _available_cpus
 
 if TYPE_CHECKING:
     from mpi4py.MPI import Intracomm, Request
@@ -56,16 +57,9 @@ def resolve(comm: Intracomm | None) -> Intracomm:
     if not _thread_default["applied"]:
         _thread_default["applied"] = True
         threads = node_threads(comm)
-        if get_num_threads() == _cpus_of_this_process():  # the user has not chosen a count
+        if get_num_threads() == _available_cpus():  # the user has not chosen a count
             set_num_threads(threads)
     return comm
-
-
-def _cpus_of_this_process() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def node_threads(comm: Intracomm) -> int:
@@ -81,7 +75,7 @@ def node_threads(comm: Intracomm) -> int:
     finally:
         local.Free()
     cores = os.cpu_count() or 1
-    return max(1, min(_cpus_of_this_process(), cores // ranks_on_node))
+    return max(1, min(_available_cpus(), cores // ranks_on_node))
 
 
 def agree(
