@@ -307,20 +307,24 @@ ADEMAMIX = Case(
 )
 
 
-def _build_oracle_adamw_schedulefree(params: list[Any], kwargs: dict[str, Any]) -> Any:
-    from schedulefree import AdamWScheduleFree
+def _build_oracle_schedulefree(name: str) -> Any:
+    def build(params: list[Any], kwargs: dict[str, Any]) -> Any:
+        import schedulefree
 
-    opt = AdamWScheduleFree(params, **kwargs)
-    opt.train()  # both start in evaluation mode
-    return opt
+        opt = getattr(schedulefree, name)(params, **kwargs)
+        opt.train()  # both start in evaluation mode
+        return opt
+
+    return build
 
 
-def _build_adamw_schedulefree(
-    params: list[npoptim.Parameter], kwargs: dict[str, Any]
-) -> npoptim.Optimizer:
-    opt = npoptim.AdamWScheduleFree(params, **kwargs)
-    opt.train()
-    return opt
+def _build_schedulefree(name: str) -> Any:
+    def build(params: list[npoptim.Parameter], kwargs: dict[str, Any]) -> npoptim.Optimizer:
+        opt: npoptim.Optimizer = getattr(npoptim, name)(params, **kwargs)
+        opt.train()  # type: ignore[attr-defined]
+        return opt
+
+    return build
 
 
 ADAMW_SCHEDULEFREE = Case(
@@ -339,12 +343,39 @@ ADAMW_SCHEDULEFREE = Case(
         ),
         ("betas, eps", {"lr": 0.05, "betas": (0.8, 0.99), "eps": 1e-6}),
     ],
-    build_npoptim=_build_adamw_schedulefree,
-    build_oracle=_build_oracle_adamw_schedulefree,
+    build_npoptim=_build_schedulefree("AdamWScheduleFree"),
+    build_oracle=_build_oracle_schedulefree("AdamWScheduleFree"),
+    oracle_module="schedulefree",
+)
+
+SGD_SCHEDULEFREE = Case(
+    name="SGDScheduleFree",
+    configs=[
+        ("default", {}),
+        # schedulefree's test_schedulefree.py: test_schedulefree_sgd
+        (
+            "test: lr 0.3, warmup_steps 5, weight_decay 0.5",
+            {"lr": 0.3, "warmup_steps": 5, "weight_decay": 0.5},
+        ),
+        # test_schedulefree_wrapper (against ScheduleFreeWrapper over torch's SGD)
+        (
+            "test: lr 0.3, weight_decay 0.1, momentum 0.9, foreach False",
+            {"lr": 0.3, "weight_decay": 0.1, "momentum": 0.9, "foreach": False},
+        ),
+        # the options its tests leave at their defaults
+        (
+            "r 0.5, weight_lr_power 1, warmup 3",
+            {"lr": 0.05, "r": 0.5, "weight_lr_power": 1.0, "warmup_steps": 3},
+        ),
+        ("momentum 0.5, weight_lr_power 0", {"lr": 0.1, "momentum": 0.5, "weight_lr_power": 0.0}),
+    ],
+    build_npoptim=_build_schedulefree("SGDScheduleFree"),
+    build_oracle=_build_oracle_schedulefree("SGDScheduleFree"),
     oracle_module="schedulefree",
 )
 
 CASES.update({case.name: case for case in [LION, LAMB, ADEMAMIX, ADAMW_SCHEDULEFREE]})
+CASES.update({case.name: case for case in [SGD_SCHEDULEFREE]})
 
 #: The configurations of the elementwise newcomers, for the tests that iterate the registry
 #: (``test_paths.py``, ``test_allocations.py``) alongside torch's ``configs.CONFIGS``: their
@@ -352,6 +383,7 @@ CASES.update({case.name: case for case in [LION, LAMB, ADEMAMIX, ADAMW_SCHEDULEF
 ELEMENTWISE_CONFIGS = {
     case.name: case.configs for case in [LION, LAMB, ADEMAMIX, ADAMW_SCHEDULEFREE]
 }
+ELEMENTWISE_CONFIGS.update({case.name: case.configs for case in [SGD_SCHEDULEFREE]})
 
 
 def in_train_mode(opt: npoptim.Optimizer) -> npoptim.Optimizer:
