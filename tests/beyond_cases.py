@@ -274,7 +274,7 @@ def _build_oracle_ademamix(params: list[Any], kwargs: dict[str, Any]) -> Any:
 
 ADEMAMIX = Case(
     name="AdEMAMix",
-    # pytorch_optimizer's tests are not installed with it; these cover each of its options
+    # each of its options, and the recipes of pytorch_optimizer's own tests
     configs=[
         ("default", {}),
         ("lr 0.1, L2 weight_decay", {"lr": 1e-1, "weight_decay": 1e-2}),
@@ -294,6 +294,14 @@ ADEMAMIX = Case(
         ),
         ("t_alpha_beta3 10, alpha 8", {"lr": 5e-2, "t_alpha_beta3": 10.0, "alpha": 8.0}),
         ("betas, eps", {"lr": 5e-2, "betas": (0.8, 0.99, 0.999), "eps": 1e-6}),
+        # pytorch_optimizer's tests/recipes.py (its tests, not in its wheel); its fourth
+        # recipe sets cautious and stable_adamw, which npoptim does not provide
+        ("recipe: lr 1", {"lr": 1e0}),
+        ("recipe: lr 1, t_alpha_beta3 5", {"lr": 1e0, "t_alpha_beta3": 5}),
+        (
+            "recipe: lr 1, weight_decouple, fixed_decay",
+            {"lr": 1e0, "weight_decay": 1e-3, "weight_decouple": True, "fixed_decay": True},
+        ),
     ],
     build_npoptim=_build_named("AdEMAMix"),
     build_oracle=_build_oracle_ademamix,
