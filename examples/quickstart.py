@@ -7,7 +7,7 @@ in: Lion, and Schedule-Free AdamW, which needs no scheduler but is switched to `
 before training steps and to ``eval()`` before the model is evaluated.
 
     pip install -e ".[examples]"
-    python examples/quickstart.py            # 40 epochs per optimizer, about 20 s on 2 cores
+    python examples/quickstart.py            # 40 epochs per optimizer, 17 s of CPU time
     python examples/quickstart.py --quick    # 8 epochs per optimizer, a few seconds
 
 It prints a table of test accuracy, test loss and time per optimizer, and writes
