@@ -2,8 +2,9 @@
 
 One entry per optimizer; ``tests/test_<name>.py`` and ``tools/make_golden_beyond.py`` iterate
 ``CASES``. Configurations are the ones the oracle's own tests use (pytorch_optimizer 4.1.0's
-``tests/recipes.py``, ``tests/optimizers/test_soap.py``, ``tests/test_wrapper_optimizers.py``),
-plus the defaults and the options they leave out.
+``tests/recipes.py``, ``tests/optimizers/test_soap.py``, ``tests/test_wrapper_optimizers.py``;
+schedulefree 1.4.1's ``test_schedulefree.py``), plus the defaults and the options they leave
+out.
 """
 
 from __future__ import annotations
