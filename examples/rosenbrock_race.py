@@ -68,12 +68,18 @@ class Racer:
     closure: bool = False  # LBFGS: step(closure)
 
 
-def schedule_free(params: list[Parameter]) -> npoptim.Optimizer:
-    """Schedule-Free AdamW in train mode (its steps need it; ``eval()`` would move the point
-    to the averaged iterate)."""
-    optimizer = npoptim.AdamWScheduleFree(params, lr=0.05)
-    optimizer.train()
-    return optimizer
+def schedule_free(
+    cls: type[npoptim.AdamWScheduleFree | npoptim.SGDScheduleFree], lr: float
+) -> Callable[[list[Parameter]], npoptim.Optimizer]:
+    """A Schedule-Free optimizer in train mode (its steps need it; ``eval()`` would move the
+    point to the averaged iterate)."""
+
+    def make(params: list[Parameter]) -> npoptim.Optimizer:
+        optimizer = cls(params, lr=lr)
+        optimizer.train()
+        return optimizer
+
+    return make
 
 
 RACERS = [
@@ -111,7 +117,8 @@ RACERS = [
     # LAMB's trust ratio makes each step a fraction of the point's norm (2.5 here).
     Racer("LAMB", lambda ps: npoptim.LAMB(ps, lr=2e-2)),
     Racer("AdEMAMix", lambda ps: npoptim.AdEMAMix(ps, lr=2e-2)),
-    Racer("AdamWScheduleFree", schedule_free),
+    Racer("AdamWScheduleFree", schedule_free(npoptim.AdamWScheduleFree, lr=0.05)),
+    Racer("SGDScheduleFree", schedule_free(npoptim.SGDScheduleFree, lr=0.01)),
 ]
 
 

@@ -2,8 +2,9 @@
 
 One entry per optimizer; ``tests/test_<name>.py`` and ``tools/make_golden_beyond.py`` iterate
 ``CASES``. Configurations are the ones the oracle's own tests use (pytorch_optimizer 4.1.0's
-``tests/recipes.py``, ``tests/optimizers/test_soap.py``, ``tests/test_wrapper_optimizers.py``),
-plus the defaults and the options they leave out.
+``tests/recipes.py``, ``tests/optimizers/test_soap.py``, ``tests/test_wrapper_optimizers.py``;
+schedulefree 1.4.1's ``test_schedulefree.py``), plus the defaults and the options they leave
+out.
 """
 
 from __future__ import annotations
@@ -274,7 +275,7 @@ def _build_oracle_ademamix(params: list[Any], kwargs: dict[str, Any]) -> Any:
 
 ADEMAMIX = Case(
     name="AdEMAMix",
-    # pytorch_optimizer's tests are not installed with it; these cover each of its options
+    # each of its options, and the recipes of pytorch_optimizer's own tests
     configs=[
         ("default", {}),
         ("lr 0.1, L2 weight_decay", {"lr": 1e-1, "weight_decay": 1e-2}),
@@ -294,6 +295,14 @@ ADEMAMIX = Case(
         ),
         ("t_alpha_beta3 10, alpha 8", {"lr": 5e-2, "t_alpha_beta3": 10.0, "alpha": 8.0}),
         ("betas, eps", {"lr": 5e-2, "betas": (0.8, 0.99, 0.999), "eps": 1e-6}),
+        # pytorch_optimizer's tests/recipes.py (its tests, not in its wheel); its fourth
+        # recipe sets cautious and stable_adamw, which npoptim does not provide
+        ("recipe: lr 1", {"lr": 1e0}),
+        ("recipe: lr 1, t_alpha_beta3 5", {"lr": 1e0, "t_alpha_beta3": 5}),
+        (
+            "recipe: lr 1, weight_decouple, fixed_decay",
+            {"lr": 1e0, "weight_decay": 1e-3, "weight_decouple": True, "fixed_decay": True},
+        ),
     ],
     build_npoptim=_build_named("AdEMAMix"),
     build_oracle=_build_oracle_ademamix,
@@ -307,20 +316,24 @@ ADEMAMIX = Case(
 )
 
 
-def _build_oracle_adamw_schedulefree(params: list[Any], kwargs: dict[str, Any]) -> Any:
-    from schedulefree import AdamWScheduleFree
+def _build_oracle_schedulefree(name: str) -> Any:
+    def build(params: list[Any], kwargs: dict[str, Any]) -> Any:
+        import schedulefree
 
-    opt = AdamWScheduleFree(params, **kwargs)
-    opt.train()  # both start in evaluation mode
-    return opt
+        opt = getattr(schedulefree, name)(params, **kwargs)
+        opt.train()  # both start in evaluation mode
+        return opt
+
+    return build
 
 
-def _build_adamw_schedulefree(
-    params: list[npoptim.Parameter], kwargs: dict[str, Any]
-) -> npoptim.Optimizer:
-    opt = npoptim.AdamWScheduleFree(params, **kwargs)
-    opt.train()
-    return opt
+def _build_schedulefree(name: str) -> Any:
+    def build(params: list[npoptim.Parameter], kwargs: dict[str, Any]) -> npoptim.Optimizer:
+        opt: npoptim.Optimizer = getattr(npoptim, name)(params, **kwargs)
+        opt.train()  # type: ignore[attr-defined]
+        return opt
+
+    return build
 
 
 ADAMW_SCHEDULEFREE = Case(
@@ -339,12 +352,39 @@ ADAMW_SCHEDULEFREE = Case(
         ),
         ("betas, eps", {"lr": 0.05, "betas": (0.8, 0.99), "eps": 1e-6}),
     ],
-    build_npoptim=_build_adamw_schedulefree,
-    build_oracle=_build_oracle_adamw_schedulefree,
+    build_npoptim=_build_schedulefree("AdamWScheduleFree"),
+    build_oracle=_build_oracle_schedulefree("AdamWScheduleFree"),
+    oracle_module="schedulefree",
+)
+
+SGD_SCHEDULEFREE = Case(
+    name="SGDScheduleFree",
+    configs=[
+        ("default", {}),
+        # schedulefree's test_schedulefree.py: test_schedulefree_sgd
+        (
+            "test: lr 0.3, warmup_steps 5, weight_decay 0.5",
+            {"lr": 0.3, "warmup_steps": 5, "weight_decay": 0.5},
+        ),
+        # test_schedulefree_wrapper (against ScheduleFreeWrapper over torch's SGD)
+        (
+            "test: lr 0.3, weight_decay 0.1, momentum 0.9, foreach False",
+            {"lr": 0.3, "weight_decay": 0.1, "momentum": 0.9, "foreach": False},
+        ),
+        # the options its tests leave at their defaults
+        (
+            "r 0.5, weight_lr_power 1, warmup 3",
+            {"lr": 0.05, "r": 0.5, "weight_lr_power": 1.0, "warmup_steps": 3},
+        ),
+        ("momentum 0.5, weight_lr_power 0", {"lr": 0.1, "momentum": 0.5, "weight_lr_power": 0.0}),
+    ],
+    build_npoptim=_build_schedulefree("SGDScheduleFree"),
+    build_oracle=_build_oracle_schedulefree("SGDScheduleFree"),
     oracle_module="schedulefree",
 )
 
 CASES.update({case.name: case for case in [LION, LAMB, ADEMAMIX, ADAMW_SCHEDULEFREE]})
+CASES.update({case.name: case for case in [SGD_SCHEDULEFREE]})
 
 #: The configurations of the elementwise newcomers, for the tests that iterate the registry
 #: (``test_paths.py``, ``test_allocations.py``) alongside torch's ``configs.CONFIGS``: their
@@ -352,6 +392,7 @@ CASES.update({case.name: case for case in [LION, LAMB, ADEMAMIX, ADAMW_SCHEDULEF
 ELEMENTWISE_CONFIGS = {
     case.name: case.configs for case in [LION, LAMB, ADEMAMIX, ADAMW_SCHEDULEFREE]
 }
+ELEMENTWISE_CONFIGS.update({case.name: case.configs for case in [SGD_SCHEDULEFREE]})
 
 
 def in_train_mode(opt: npoptim.Optimizer) -> npoptim.Optimizer:

@@ -1,5 +1,6 @@
-"""The elementwise newcomers (Lion, LAMB, AdEMAMix, AdamWScheduleFree) against their oracles (golden and live), their
-papers' references, and npoptim's conventions (resume from disk, maximize, validation).
+"""The elementwise newcomers (Lion, LAMB, AdEMAMix, AdamWScheduleFree, SGDScheduleFree)
+against their oracles (golden and live), their papers' references, and npoptim's conventions
+(resume from disk, maximize, validation).
 
 The problem is ``tests/beyond_harness.py``'s; the configurations are the oracles' own tests'
 (``tests/beyond_cases.py``). That every path (for-loop, multi-tensor, compiled) gives the same
@@ -17,7 +18,7 @@ import numpy as np
 import pytest
 
 import npoptim
-from beyond_cases import ADAMW_SCHEDULEFREE, ADEMAMIX, LAMB, LION
+from beyond_cases import ADAMW_SCHEDULEFREE, ADEMAMIX, LAMB, LION, SGD_SCHEDULEFREE
 from beyond_harness import (
     DTYPE_NAMES,
     DTYPES,
@@ -33,9 +34,9 @@ from beyond_harness import (
     run_reference,
 )
 from npoptim import Parameter, SparseGrad
-from references.beyond import ademamix, lamb, lion, schedulefree
+from references.beyond import ademamix, lamb, lion, schedulefree, sgd_schedulefree
 
-CASES = [LION, LAMB, ADEMAMIX, ADAMW_SCHEDULEFREE]
+CASES = [LION, LAMB, ADEMAMIX, ADAMW_SCHEDULEFREE, SGD_SCHEDULEFREE]
 RECTIFY = "recipe: rectify, degenerated_to_sgd"
 #: float32 runs where a parameter lands next to 0, so that the relative comparison measures
 #: float32's cancellation (measured, against how far the oracle's own float32 run is from its
@@ -327,20 +328,34 @@ def test_ademamix_two_betas_written_into_a_group_are_refused_at_step(foreach: bo
     assert not opt.state[w]
 
 
-# ----------------------------------------------------------------- AdamWScheduleFree
-@pytest.mark.parametrize(("case", "kwargs", "desc", "dtype_name"), _params([ADAMW_SCHEDULEFREE]))
+# ------------------------------------------------- AdamWScheduleFree, SGDScheduleFree
+#: Each Schedule-Free case with its reference (the paper's x/z/y form).
+SCHEDULE_FREE = [(ADAMW_SCHEDULEFREE, schedulefree), (SGD_SCHEDULEFREE, sgd_schedulefree)]
+REFERENCE_OF = {case.name: module for case, module in SCHEDULE_FREE}
+
+
+def _schedule_free_kwargs(case: Case, **kwargs: Any) -> dict[str, Any]:
+    """``kwargs`` with the case's learning rate for a short, well-behaved run."""
+    return {"lr": 0.05 if case is ADAMW_SCHEDULEFREE else 0.2, **kwargs}
+
+
+@pytest.mark.parametrize(
+    ("case", "kwargs", "desc", "dtype_name"), _params([case for case, _ in SCHEDULE_FREE])
+)
 def test_schedulefree_matches_paper_reference(
     case: Case, kwargs: dict[str, Any], desc: str, dtype_name: str
 ) -> None:
     # The paper's x/z/y form against the oracle's in-place y update.
+    reference = REFERENCE_OF[case.name].reference
     actual, _ = run_npoptim(case, kwargs, DTYPES[dtype_name], missing=None)
-    expected = run_reference(schedulefree.reference, case, kwargs, DTYPES[dtype_name], missing=None)
+    expected = run_reference(reference, case, kwargs, DTYPES[dtype_name], missing=None)
     assert max_relative_error(actual, expected) <= {"float64": 1e-10, "float32": 1e-5}[dtype_name]
 
 
-def test_schedulefree_eval_gives_the_average_x_of_the_paper() -> None:
+@pytest.mark.parametrize("case", [c for c, _ in SCHEDULE_FREE], ids=lambda c: c.name)
+def test_schedulefree_eval_gives_the_average_x_of_the_paper(case: Case) -> None:
     # eval() moves the parameters from y to the paper's x; train() moves them back.
-    case, kwargs = ADAMW_SCHEDULEFREE, {"lr": 0.05, "warmup_steps": 3}
+    kwargs = _schedule_free_kwargs(case, warmup_steps=3)
     _, opt = run_npoptim(case, kwargs, np.float64, missing=None, steps=6)
     states: list[dict[str, Any]] = [{} for _ in case.shapes(kwargs)]
     _reference_states(case, kwargs, states, steps=6)
@@ -360,6 +375,7 @@ def _reference_states(
     """The reference's run, keeping each parameter's state in ``states``."""
     import beyond_harness
 
+    reference = REFERENCE_OF[case.name].reference
     values = [
         v.astype(np.float64) for v in beyond_harness.initial_values(case.shapes(kwargs), np.float64)
     ]
@@ -367,14 +383,15 @@ def _reference_states(
         for j, p in enumerate(values):
             g = beyond_harness.gradient(k, j, p, None)
             assert g is not None
-            values[j] = schedulefree.reference(p.copy(), g, states[j], k + 1, **kwargs)
+            values[j] = reference(p.copy(), g, states[j], k + 1, **kwargs)
     return values
 
 
-def test_schedulefree_mode_round_trips_through_a_checkpoint(tmp_path: Path) -> None:
+@pytest.mark.parametrize("case", [c for c, _ in SCHEDULE_FREE], ids=lambda c: c.name)
+def test_schedulefree_mode_round_trips_through_a_checkpoint(case: Case, tmp_path: Path) -> None:
     # Saved in eval mode (parameters at x), loaded into a new optimizer, back to train: the
     # run continues as one that switched to eval and back without saving.
-    case, kwargs = ADAMW_SCHEDULEFREE, {"lr": 0.05, "warmup_steps": 3, "weight_decay": 0.01}
+    kwargs = _schedule_free_kwargs(case, warmup_steps=3, weight_decay=0.01)
     import beyond_harness
 
     def start() -> tuple[list[Parameter], npoptim.Optimizer]:
@@ -395,7 +412,7 @@ def test_schedulefree_mode_round_trips_through_a_checkpoint(tmp_path: Path) -> N
 
     checkpoint = npoptim.load(tmp_path / "c.npz")
     loaded = [Parameter(v) for v in checkpoint["params"]]
-    resumed = npoptim.AdamWScheduleFree(loaded, **kwargs)
+    resumed = getattr(npoptim, case.name)(loaded, **kwargs)
     resumed.load_state_dict(checkpoint["optimizer"])
     with pytest.raises(RuntimeError, match="not in train mode"):
         resumed.step()
@@ -405,10 +422,85 @@ def test_schedulefree_mode_round_trips_through_a_checkpoint(tmp_path: Path) -> N
     assert_identical(resumed.state_dict(), opt.state_dict())
 
 
-def test_schedulefree_step_before_train_is_refused_before_any_change() -> None:
+@pytest.mark.parametrize("case", [c for c, _ in SCHEDULE_FREE], ids=lambda c: c.name)
+def test_schedulefree_step_before_train_is_refused_before_any_change(case: Case) -> None:
     w = Parameter(np.ones(2))
-    opt = npoptim.AdamWScheduleFree([w])
+    opt = getattr(npoptim, case.name)([w])
     w.grad = np.ones(2)
     with pytest.raises(RuntimeError, match="Optimizer was not in train mode when step is called"):
         opt.step()
     assert len(opt.state) == 0 and opt.param_groups[0]["k"] == 0
+    assert np.array_equal(w, np.ones(2))
+
+
+def test_sgd_schedulefree_with_uniform_weights_evaluates_at_the_mean_of_the_iterates() -> None:
+    # r = 0 and weight_lr_power = 0 weigh every z equally (c_{t+1} = 1/t): x_{t+1} is the
+    # plain mean of z_2, ..., z_{t+1}, the iterates after each step (paper, Section 2).
+    w = Parameter(np.array([1.0, -2.0, 0.5]))
+    opt = npoptim.SGDScheduleFree([w], lr=0.1, momentum=0.7, weight_lr_power=0.0)
+    rng = np.random.default_rng(7)
+    zs = []
+    for _ in range(5):
+        opt.train()
+        w.grad = rng.standard_normal(3)
+        opt.step()
+        zs.append(opt.state[w]["z"].copy())
+        opt.eval()
+        np.testing.assert_allclose(w, np.mean(zs, axis=0), rtol=1e-13, atol=1e-15)
+
+
+def test_sgd_schedulefree_first_step_is_sgd() -> None:
+    # c_2 = 1 at the first step: x_2 = z_2 = θ - γ(g + λθ), and y_2 = z_2.
+    w = Parameter(np.array([1.0, -2.0]))
+    opt = npoptim.SGDScheduleFree([w], lr=0.1, weight_decay=0.5)
+    opt.train()
+    w.grad = np.array([0.4, 0.2])
+    opt.step()
+    expected = np.array([1.0, -2.0]) - 0.1 * (np.array([0.4, 0.2]) + 0.5 * np.array([1.0, -2.0]))
+    np.testing.assert_allclose(w, expected, rtol=1e-15)
+    np.testing.assert_allclose(opt.state[w]["z"], expected, rtol=1e-15)
+    assert np.array_equal(w.grad, [0.4, 0.2])  # the grad is left alone
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"lr": -1.0}, "Invalid learning rate: -1.0"),
+        ({"weight_decay": -0.1}, "Invalid weight_decay value: -0.1"),
+        ({"momentum": 0.0}, "Momentum must be between 0 and 1 exclusive: 0.0"),
+        ({"momentum": 1.0}, "Momentum must be between 0 and 1 exclusive: 1.0"),
+        ({"warmup_steps": -1}, "Invalid warmup_steps value: -1"),
+    ],
+)
+def test_sgd_schedulefree_invalid_arguments_are_refused(
+    kwargs: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        npoptim.SGDScheduleFree([Parameter(np.zeros(2))], **kwargs)
+
+
+def test_sgd_schedulefree_bad_group_is_refused_and_changes_nothing() -> None:
+    w, v = Parameter(np.ones(2)), Parameter(np.ones(3))
+    opt = npoptim.SGDScheduleFree([w])
+    with pytest.raises(ValueError, match="Momentum must be between 0 and 1 exclusive: 1.5"):
+        opt.add_param_group({"params": [v], "momentum": 1.5})
+    assert len(opt.param_groups) == 1
+    opt.param_groups[0]["momentum"] = "0.9"
+    opt.train()
+    w.grad = np.ones(2)
+    with pytest.raises(TypeError, match=r"param_groups\[0\]\['momentum'\]"):
+        opt.step()
+    assert len(opt.state) == 0 and opt.param_groups[0]["k"] == 0
+    assert np.array_equal(w, np.ones(2))
+
+
+def test_sgd_schedulefree_sparse_grad_is_refused_before_any_change() -> None:
+    w, v = Parameter(np.ones(2)), Parameter(np.ones((3, 2)))
+    opt = npoptim.SGDScheduleFree([w, v])
+    opt.train()
+    w.grad = np.ones(2)
+    v.grad = SparseGrad(np.array([0]), np.ones((1, 2)), (3, 2))
+    with pytest.raises(RuntimeError, match="SGDScheduleFree does not support sparse gradients"):
+        opt.step()
+    assert len(opt.state) == 0 and opt.param_groups[0]["k"] == 0
+    assert opt.param_groups[0]["weight_sum"] == 0.0 and np.array_equal(w, np.ones(2))

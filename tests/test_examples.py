@@ -47,7 +47,15 @@ def run_example(name: str, out: Path) -> tuple[str, dict[str, Any]]:
 def test_quickstart_trains_every_optimizer_above_85_percent(tmp_path: Path) -> None:
     stdout, summary = run_example("quickstart", tmp_path)
     results = {r["optimizer"]: r for r in summary["results"]}
-    assert set(results) == {"SGD+momentum", "Adam", "AdamW", "RMSprop", "Adagrad"}
+    assert set(results) == {
+        "SGD+momentum",
+        "Adam",
+        "AdamW",
+        "RMSprop",
+        "Adagrad",
+        "Lion",
+        "AdamWScheduleFree",
+    }
     for name, r in results.items():
         assert r["test_acc"] > 0.85, f"{name}: test accuracy {r['test_acc']}"
         assert len(r["curves"]["train_loss"]) == summary["epochs"]

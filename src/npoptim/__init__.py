@@ -42,6 +42,7 @@ from .rprop import Rprop
 from .schedulefree import AdamWScheduleFree
 from .serialization import CheckpointError, load, save
 from .sgd import SGD
+from .sgd_schedulefree import SGDScheduleFree
 from .soap import SOAP
 from .sparse_adam import SparseAdam
 
@@ -72,6 +73,7 @@ __all__ = [
     "RMSprop",
     "RemovableHandle",
     "Rprop",
+    "SGDScheduleFree",
     "SparseAdam",
     "SparseGrad",
     "clip_grad_norm_",

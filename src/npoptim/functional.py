@@ -22,6 +22,7 @@ from .rmsprop import rmsprop
 from .rprop import rprop
 from .schedulefree import adamw_schedulefree
 from .sgd import sgd
+from .sgd_schedulefree import sgd_schedulefree
 from .soap import soap
 from .sparse_adam import sparse_adam
 
@@ -44,6 +45,7 @@ __all__ = [
     "rmsprop",
     "rprop",
     "sgd",
+    "sgd_schedulefree",
     "soap",
     "sparse_adam",
 ]

@@ -1,5 +1,6 @@
 r"""Schedule-Free AdamW: no learning-rate schedule, an averaged evaluation point (beyond
-torch.optim)."""
+torch.optim); and what every Schedule-Free optimizer shares (:class:`ScheduleFree`: the
+train/eval switch, the warm-up and the averaging weights)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ._kernels import elementwise
+from ._kernels.element import helper
 from ._kernels.loop import Array, average_of_squares, gradient, temporaries
 from ._kernels.registry import Algorithm
 from ._validation import (
@@ -31,7 +33,7 @@ from .optimizer import (
 )
 from .parameter import Parameter
 
-__all__ = ["AdamWScheduleFree", "adamw_schedulefree"]
+__all__ = ["AdamWScheduleFree", "ScheduleFree", "adamw_schedulefree"]
 
 _NOT_TRAINING = (
     "Optimizer was not in train mode when step is called. Please insert .train() and .eval() "
@@ -51,7 +53,128 @@ def _lerp(a: Array, b: Array, weight: float, tmp: Array) -> None:
         np.subtract(b, tmp, out=a)
 
 
-class AdamWScheduleFree(Optimizer):
+@helper
+def lerp_to_z(y: Any, z: Any, scalar: Any, flag: Any) -> Any:
+    """:func:`_lerp` of one element, ``y + c (z - y)`` with ``c`` = ``scalar.ckp1``, in
+    torch's lerp's second form when ``flag.lerp_from_end`` (see :func:`averaging_numbers`)."""
+    if flag.lerp_from_end:
+        return z - (z - y) * scalar.one_minus_ckp1
+    return y + (z - y) * scalar.ckp1
+
+
+def averaging_numbers(ckp1: float) -> tuple[dict[str, float], dict[str, bool]]:
+    """The scalars and flags :func:`lerp_to_z` reads, for the averaging weight ``ckp1``."""
+    return {"ckp1": ckp1, "one_minus_ckp1": 1 - ckp1}, {"lerp_from_end": ckp1 >= 0.5}
+
+
+def averaging_defaults(warmup_steps: int, r: float, weight_lr_power: float) -> dict[str, Any]:
+    """The group keys of the warm-up and the averaging, in the oracle's order, at their start
+    (``k`` steps taken, evaluation mode, no weight yet)."""
+    return {
+        "r": r,
+        "k": 0,
+        "warmup_steps": warmup_steps,
+        "train_mode": False,
+        "weight_sum": 0.0,
+        "lr_max": -1.0,
+        "scheduled_lr": 0.0,
+        "weight_lr_power": weight_lr_power,
+    }
+
+
+class ScheduleFree(Optimizer):
+    r"""The bookkeeping every Schedule-Free optimizer shares (not an optimizer itself).
+
+    The parameters hold :math:`y = (1 - \beta) z + \beta x` in train mode and :math:`x` in
+    evaluation mode (:meth:`train`, :meth:`eval`; :math:`\beta` is :meth:`_interpolation`).
+    Each step warms the learning rate up, :math:`\gamma_t = \gamma \min(1, t /
+    \text{warmup\_steps})`, and weighs the new iterate in the average by
+    :math:`c_{t+1} = w_t / \sum_{i \le t} w_i`, :math:`w_t = t^r (\max_{i \le t}
+    \gamma_i)^p`; the group keys ``k``, ``train_mode``, ``weight_sum``, ``lr_max`` and
+    ``scheduled_lr`` carry this between steps and through a state_dict. A subclass gives
+    :meth:`_interpolation`, its extra state (:meth:`_new_state`) and its update
+    (:meth:`_update`).
+    """
+
+    _hyperparameters: ClassVar[dict[str, TypeCheck]] = {
+        **Optimizer._hyperparameters,
+        "lr": real,
+        "r": real,
+        "k": real,
+        "warmup_steps": real,
+        "train_mode": flag,
+        "weight_sum": real,
+        "lr_max": real,
+        "scheduled_lr": real,
+        "weight_lr_power": real,
+        "weight_decay": real,
+    }
+    _group_flags: ClassVar[dict[str, Any]] = {"foreach": None, "maximize": False, "fused": None}
+
+    @staticmethod
+    def _interpolation(group: dict[str, Any]) -> float:
+        r""":math:`\beta` of :math:`y = (1 - \beta) z + \beta x`."""
+        raise NotImplementedError
+
+    @staticmethod
+    def _new_state(state: dict[str, Any]) -> None:
+        """Add the arrays of a parameter's first step beside ``z`` (nothing by default)."""
+
+    def _update(
+        self,
+        group: dict[str, Any],
+        params: list[Parameter],
+        grads: list[Array],
+        states: list[dict[str, Any]],
+        lr: float,
+        ckp1: float,
+    ) -> None:
+        r"""Run the kernel: the step :math:`t` = ``group["k"] + 1`` with the scheduled
+        :math:`\gamma_t` (``lr``) and the averaging weight :math:`c_{t+1}` (``ckp1``)."""
+        raise NotImplementedError
+
+    def _switch(self, train: bool) -> None:
+        for group in self.param_groups:
+            if group["train_mode"] == train:
+                continue
+            beta = self._interpolation(group)
+            # y = (1 - β) z + β x and back: a lerp toward z either way
+            weight = 1 - beta if train else 1 - 1 / beta
+            for p in group["params"]:
+                z = self.state.get(p, {}).get("z")  # (a parameter yet to step has no z)
+                if z is not None:
+                    _lerp(p.view(np.ndarray), z, weight, np.empty_like(z))
+            group["train_mode"] = train
+
+    def train(self) -> None:
+        """Set the parameters to the training point :math:`y` (before steps)."""
+        self._switch(True)
+
+    def eval(self) -> None:
+        """Set the parameters to the evaluation point :math:`x` (to evaluate or save)."""
+        self._switch(False)
+
+    def _step_group(self, group: dict[str, Any]) -> None:
+        if not self.param_groups[0]["train_mode"]:
+            raise RuntimeError(_NOT_TRAINING)
+        params, grads = _dense_params_and_grads(group, type(self).__name__)
+        k, warmup_steps = group["k"], group["warmup_steps"]
+        lr = group["lr"] * ((k + 1) / warmup_steps if k < warmup_steps else 1.0)
+        group["scheduled_lr"] = lr
+        lr_max = group["lr_max"] = max(lr, group["lr_max"])
+        weight = ((k + 1) ** group["r"]) * (lr_max ** group["weight_lr_power"])
+        weight_sum = group["weight_sum"] = group["weight_sum"] + weight
+        ckp1 = weight / weight_sum if weight_sum != 0 else 0.0
+        states = [self.state[p] for p in params]
+        for p, state in zip(params, states, strict=True):
+            if "z" not in state:
+                state["z"] = np.array(p, copy=True, order="K")
+                self._new_state(state)
+        self._update(group, params, grads, states, lr, ckp1)
+        group["k"] = k + 1
+
+
+class AdamWScheduleFree(ScheduleFree):
     def __init__(
         self,
         params: ParamsT,
@@ -71,14 +194,7 @@ class AdamWScheduleFree(Optimizer):
             "lr": lr,
             "betas": betas,
             "eps": eps,
-            "r": r,
-            "k": 0,
-            "warmup_steps": warmup_steps,
-            "train_mode": False,
-            "weight_sum": 0.0,
-            "lr_max": -1.0,
-            "scheduled_lr": 0.0,
-            "weight_lr_power": weight_lr_power,
+            **averaging_defaults(warmup_steps, r, weight_lr_power),
             "weight_decay": weight_decay,
             "foreach": foreach,
             "maximize": maximize,
@@ -87,19 +203,9 @@ class AdamWScheduleFree(Optimizer):
         super().__init__(params, defaults)
 
     _hyperparameters: ClassVar[dict[str, TypeCheck]] = {
-        **Optimizer._hyperparameters,
-        "lr": real,
+        **ScheduleFree._hyperparameters,
         "betas": pair(),
         "eps": real,
-        "r": real,
-        "k": real,
-        "warmup_steps": real,
-        "train_mode": flag,
-        "weight_sum": real,
-        "lr_max": real,
-        "scheduled_lr": real,
-        "weight_lr_power": real,
-        "weight_decay": real,
     }
     _state_keys: ClassVar[dict[str, StateKey] | None] = {"z": LIKE_PARAM, "exp_avg_sq": LIKE_PARAM}
 
@@ -113,46 +219,23 @@ class AdamWScheduleFree(Optimizer):
             warmup_steps=settings["warmup_steps"],
         )
 
-    _group_flags: ClassVar[dict[str, Any]] = {"foreach": None, "maximize": False, "fused": None}
+    @staticmethod
+    def _interpolation(group: dict[str, Any]) -> float:
+        return float(group["betas"][0])
 
-    def _switch(self, train: bool) -> None:
-        for group in self.param_groups:
-            if group["train_mode"] == train:
-                continue
-            beta1 = group["betas"][0]
-            # y = (1 - β1) z + β1 x and back: a lerp toward z either way
-            weight = 1 - beta1 if train else 1 - 1 / beta1
-            for p in group["params"]:
-                state = self.state[p]
-                if "z" in state:
-                    tmp = np.empty_like(state["z"])
-                    _lerp(p.view(np.ndarray), state["z"], weight, tmp)
-            group["train_mode"] = train
+    @staticmethod
+    def _new_state(state: dict[str, Any]) -> None:
+        state["exp_avg_sq"] = np.zeros_like(state["z"])
 
-    def train(self) -> None:
-        """Set the parameters to the training point :math:`y` (before steps)."""
-        self._switch(True)
-
-    def eval(self) -> None:
-        """Set the parameters to the evaluation point :math:`x` (to evaluate or save)."""
-        self._switch(False)
-
-    def _step_group(self, group: dict[str, Any]) -> None:
-        if not self.param_groups[0]["train_mode"]:
-            raise RuntimeError(_NOT_TRAINING)
-        params, grads = _dense_params_and_grads(group, "AdamWScheduleFree")
-        k, warmup_steps = group["k"], group["warmup_steps"]
-        lr = group["lr"] * ((k + 1) / warmup_steps if k < warmup_steps else 1.0)
-        group["scheduled_lr"] = lr
-        lr_max = group["lr_max"] = max(lr, group["lr_max"])
-        weight = ((k + 1) ** group["r"]) * (lr_max ** group["weight_lr_power"])
-        weight_sum = group["weight_sum"] = group["weight_sum"] + weight
-        ckp1 = weight / weight_sum if weight_sum != 0 else 0.0
-        states = [self.state[p] for p in params]
-        for p, state in zip(params, states, strict=True):
-            if "z" not in state:
-                state["z"] = np.array(p, copy=True, order="K")
-                state["exp_avg_sq"] = np.zeros_like(state["z"])
+    def _update(
+        self,
+        group: dict[str, Any],
+        params: list[Parameter],
+        grads: list[Array],
+        states: list[dict[str, Any]],
+        lr: float,
+        ckp1: float,
+    ) -> None:
         beta1, beta2 = group["betas"]
         adamw_schedulefree(
             params,
@@ -165,12 +248,11 @@ class AdamWScheduleFree(Optimizer):
             eps=group["eps"],
             weight_decay=group["weight_decay"],
             ckp1=ckp1,
-            bias_correction2=1 - beta2 ** (k + 1),
+            bias_correction2=1 - beta2 ** (group["k"] + 1),
             maximize=group["maximize"],
             foreach=group["foreach"],
             fused=group["fused"],
         )
-        group["k"] = k + 1
 
 
 AdamWScheduleFree.__doc__ = rf"""Implements Schedule-Free AdamW, beyond torch.optim.
@@ -312,8 +394,7 @@ def _adamw_schedulefree_element(y: Any, g: Any, z: Any, v: Any, scalar: Any, fla
     g_hat = g / (np.sqrt(v / scalar.bias_correction2) + scalar.eps)
     if flag.decay:
         g_hat = g_hat + y * scalar.weight_decay
-    # y ← y + c (z - y), in torch's lerp's form from weight 0.5 on
-    y = z - (z - y) * scalar.one_minus_ckp1 if flag.lerp_from_end else y + (z - y) * scalar.ckp1
+    y = lerp_to_z(y, z, scalar, flag)  # y ← y + c (z - y)
     return y + g_hat * scalar.y_step, z - g_hat * scalar.lr, v
 
 
@@ -324,12 +405,11 @@ ALGORITHM = Algorithm(
     element=_adamw_schedulefree_element,
     scalars=lambda shared, per_param: {
         "lr": shared["lr"], "beta2": shared["beta2"], "one_minus_beta2": 1 - shared["beta2"],
-        "eps": shared["eps"], "weight_decay": shared["weight_decay"], "ckp1": shared["ckp1"],
-        "one_minus_ckp1": 1 - shared["ckp1"], "y_step": shared["y_step"],
-        "bias_correction2": shared["bias_correction2"],
+        "eps": shared["eps"], "weight_decay": shared["weight_decay"], "y_step": shared["y_step"],
+        "bias_correction2": shared["bias_correction2"], **averaging_numbers(shared["ckp1"])[0],
     },
     flags=lambda shared, present: {
-        "decay": shared["weight_decay"] != 0, "lerp_from_end": shared["ckp1"] >= 0.5,
-        "maximize": shared["maximize"],
+        "decay": shared["weight_decay"] != 0, "maximize": shared["maximize"],
+        **averaging_numbers(shared["ckp1"])[1],
     },
 )  # fmt: skip

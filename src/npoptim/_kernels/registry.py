@@ -112,6 +112,7 @@ ELEMENTWISE: dict[str, str] = {
     "LAMB": "lamb",
     "AdEMAMix": "ademamix",
     "AdamWScheduleFree": "schedulefree",
+    "SGDScheduleFree": "sgd_schedulefree",
 }
 
 #: The other optimizer classes (updates that are not elementwise), and their modules.
