@@ -112,6 +112,8 @@ RACERS = [
     Racer("LAMB", lambda ps: npoptim.LAMB(ps, lr=2e-2)),
     Racer("AdEMAMix", lambda ps: npoptim.AdEMAMix(ps, lr=2e-2)),
     Racer("AdamWScheduleFree", schedule_free),
+    # Prodigy estimates its own step size (from d0 = 1e-6): its defaults, lr=1 included.
+    Racer("Prodigy", lambda ps: npoptim.Prodigy(ps)),
 ]
 
 
