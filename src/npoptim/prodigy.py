@@ -559,8 +559,10 @@ def _measure_piece(
         g_k = job.kept
     if maximize:
         np.negative(job.g, out=g_k)
-    else:
+    elif job.kept is not None or weight_decay != 0.0:
         np.copyto(g_k, job.g)
+    else:  # the grad itself, read only
+        g_k = job.g
     if weight_decay != 0.0:  # the L2 form: g + λθ
         np.multiply(p, weight_decay, out=tmp)
         g_k += tmp
