@@ -362,3 +362,28 @@ def test_zero_redundancy_refuses_prodigy() -> None:
 
     with pytest.raises(ValueError, match="ZeroRedundancyOptimizer cannot shard Prodigy"):
         ZeroRedundancyOptimizer([Parameter(np.zeros(2))], npoptim.Prodigy)
+
+
+def test_defaults_are_the_oracles_plus_maximize() -> None:
+    pytest.importorskip(CASE.oracle_module)
+    import torch
+
+    oracle = CASE.build_oracle([torch.nn.Parameter(torch.zeros(2))], {})
+    ours = npoptim.Prodigy([Parameter(np.zeros(2))]).defaults
+    assert {k: v for k, v in ours.items() if k != "maximize"} == oracle.defaults
+    assert ours["maximize"] is False
+
+
+def test_step_hooks_run_around_each_step() -> None:
+    w = Parameter(np.ones(2))
+    opt = npoptim.Prodigy([w])
+    calls: list[str] = []
+    opt.register_step_pre_hook(
+        lambda o, args, kwargs: calls.append(f"pre k={o.param_groups[0]['k']}")
+    )
+    opt.register_step_post_hook(
+        lambda o, args, kwargs: calls.append(f"post k={o.param_groups[0]['k']}")
+    )
+    w.grad = np.ones(2)
+    opt.step()
+    assert calls == ["pre k=0", "post k=1"]
