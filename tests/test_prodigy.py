@@ -325,6 +325,9 @@ def test_refused_steps_change_nothing() -> None:
     opt.param_groups[0]["fsdp_in_use"] = True
     _refused_step_changes_nothing(opt, ValueError, "fsdp_in_use=True")
     opt.param_groups[0]["fsdp_in_use"] = False
+    opt.param_groups[0]["slice_p"] = 2
+    _refused_step_changes_nothing(opt, ValueError, r"param_groups\[0\]\['slice_p'\] is 2")
+    opt.param_groups[0]["slice_p"] = 1
     params[1].grad = SparseGrad(np.array([0]), np.ones(1), (2,))
     _refused_step_changes_nothing(opt, RuntimeError, "Prodigy does not support sparse gradients")
     params[1].grad = np.ones(2)

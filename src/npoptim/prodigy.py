@@ -186,6 +186,7 @@ class Prodigy(Optimizer):
             raise ValueError(_NO_FSDP)
         loss = _eval_closure(closure)
         found = [_dense_params_and_grads(group, "Prodigy", real_only=True) for group in groups]
+        _check_slices(groups, self.state)
         first = groups[0]
         beta1, beta2 = first["betas"]
         for group, (params, _) in zip(groups, found, strict=True):
@@ -401,6 +402,20 @@ class _Estimate:
             "d_max": self.d_max,
             "d_hat": self.d_hat,
         }
+
+
+def _check_slices(groups: list[dict[str, Any]], state: Mapping[Any, Any]) -> None:
+    """``slice_p`` still matches the ``s`` of every parameter that has stepped (it is fixed
+    from a parameter's first step on)."""
+    for i, group in enumerate(groups):
+        for j, p in enumerate(group["params"]):
+            s = state[p].get("s") if p in state else None
+            if s is not None and s.shape != _sliced_shape(group, p):
+                raise ValueError(
+                    f"param_groups[{i}]['slice_p'] is {group['slice_p']}, but parameter {j} "
+                    f"of that group has stepped with an s of {s.size} entries (of its "
+                    f"{p.size}): slice_p cannot change once a parameter has stepped"
+                )
 
 
 def _init_state(state: dict[str, Any], p: Parameter, slice_p: int, momentum: bool) -> None:
