@@ -15,8 +15,9 @@ Workloads (float32):
 
 Every optimizer runs on every path each library has: torch's for-loop (``foreach=False``),
 ``foreach=True`` and ``fused=True`` (SGD, Adam, AdamW and Adagrad only), npoptim's for-loop,
-foreach, fused (when numba is installed) and default (neither flag). Adafactor and Muon, which
-are not elementwise, run on their for-loop path only; Muon, which takes matrices only, gets
+foreach, fused (when numba is installed) and default (neither flag). Adafactor, Muon and Prodigy,
+which are not elementwise, run on their for-loop path only (Prodigy against its oracle,
+``prodigyopt``); Muon, which takes matrices only, gets
 the workloads' shapes as matrices (W1: the 54 weights of rank >= 2, reshaped to
 ``(out, in * kh * kw)``; W2: 2,000 of 16 x 16; W3: 1,000 x 16,000).
 
@@ -117,6 +118,7 @@ ORACLES: dict[str, tuple[str, str, list[str]]] = {
     "AdEMAMix": ("pytorch_optimizer", "AdEMAMix", ["for-loop", "foreach"]),
     "AdamWScheduleFree": ("schedulefree", "AdamWScheduleFree", ["for-loop", "foreach"]),
     "SGDScheduleFree": ("schedulefree", "SGDScheduleFree", ["for-loop", "foreach"]),
+    "Prodigy": ("prodigyopt", "Prodigy", ["for-loop"]),
 }
 NOT_ELEMENTWISE = set(registry.OTHERS)
 HAS_NUMBA = importlib.util.find_spec("numba") is not None

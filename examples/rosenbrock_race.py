@@ -119,6 +119,8 @@ RACERS = [
     Racer("AdEMAMix", lambda ps: npoptim.AdEMAMix(ps, lr=2e-2)),
     Racer("AdamWScheduleFree", schedule_free(npoptim.AdamWScheduleFree, lr=0.05)),
     Racer("SGDScheduleFree", schedule_free(npoptim.SGDScheduleFree, lr=0.01)),
+    # Prodigy estimates its own step size (from d0 = 1e-6): its defaults, lr=1 included.
+    Racer("Prodigy", lambda ps: npoptim.Prodigy(ps)),
 ]
 
 

@@ -95,6 +95,8 @@ def test_import_npoptim_does_not_import_mpi4py() -> None:
 #: Optimizers whose own trajectory changes at the 1e-2 level when the gradients change at the
 #: rounding level, so no data-parallel run (its gradient sums are rounded in another order)
 #: can follow one process to 1e-12; the ZeRO and identical-ranks tests still cover them.
+#: The optimizers ZeroRedundancyOptimizer refuses (tests/mpi/checks.py runs no ZeRO for them).
+NOT_SHARDED = {"LBFGS", "Prodigy"}
 SENSITIVE_TO_ROUNDING = {
     # Its first preconditioners are rank-one outer products of the gradient, whose eigenbases
     # are arbitrary in their null spaces: on the checks' model, gradients perturbed by 1e-15
@@ -133,10 +135,11 @@ def test_all_ranks_hold_bit_identical_parameters_after_every_step(jobs: Jobs, k:
 
 @pytest.mark.parametrize("k", [1, 2, 3, 4])
 def test_zero_matches_the_plain_optimizer_bit_for_bit(jobs: Jobs, k: int) -> None:
-    """ZeRO over every optimizer but LBFGS, the same whole-batch grads on every rank: the
-    parameters of the plain optimizer after every step, bit for bit."""
+    """ZeRO over every optimizer but LBFGS and Prodigy (which it refuses), the same
+    whole-batch grads on every rank: the parameters of the plain optimizer after every step,
+    bit for bit."""
     report = result(jobs(k), "equivalence")
-    zero = {key: e for key, e in report.items() if not key.startswith("LBFGS")}
+    zero = {key: e for key, e in report.items() if key.split("/")[0] not in NOT_SHARDED}
     assert zero
     for key, entry in zero.items():
         assert entry["zero_bitwise"], key
@@ -145,7 +148,7 @@ def test_zero_matches_the_plain_optimizer_bit_for_bit(jobs: Jobs, k: int) -> Non
 @pytest.mark.parametrize("k", [1, 2, 4])
 def test_zero_consolidated_state_dict_equals_the_single_process_one(jobs: Jobs, k: int) -> None:
     for key, entry in result(jobs(k), "equivalence").items():
-        if not key.startswith("LBFGS"):
+        if key.split("/")[0] not in NOT_SHARDED:
             assert entry["state_dict_equal"] is True, key
 
 
@@ -264,6 +267,13 @@ def test_zero_refuses_lbfgs_with_a_clear_message(jobs: Jobs) -> None:
     errors = result(jobs(2), "validation")["lbfgs"]
     assert len(set(errors)) == 1
     assert errors[0].startswith("ValueError: ZeroRedundancyOptimizer cannot shard LBFGS")
+    assert "all_reduce_grads_" in errors[0]
+
+
+def test_zero_refuses_prodigy_with_a_clear_message(jobs: Jobs) -> None:
+    errors = result(jobs(2), "validation")["prodigy"]
+    assert len(set(errors)) == 1
+    assert errors[0].startswith("ValueError: ZeroRedundancyOptimizer cannot shard Prodigy")
     assert "all_reduce_grads_" in errors[0]
 
 

@@ -36,6 +36,7 @@ from .optimizer import (
     required,
 )
 from .parameter import Parameter, SparseGrad
+from .prodigy import Prodigy
 from .radam import RAdam
 from .rmsprop import RMSprop
 from .rprop import Rprop
@@ -69,6 +70,7 @@ __all__ = [
     "NAdam",
     "Optimizer",
     "Parameter",
+    "Prodigy",
     "RAdam",
     "RMSprop",
     "RemovableHandle",

@@ -17,6 +17,7 @@ from .lion import lion
 from .lookahead import lookahead
 from .muon import muon
 from .nadam import nadam
+from .prodigy import prodigy
 from .radam import radam
 from .rmsprop import rmsprop
 from .rprop import rprop
@@ -41,6 +42,7 @@ __all__ = [
     "lookahead",
     "muon",
     "nadam",
+    "prodigy",
     "radam",
     "rmsprop",
     "rprop",

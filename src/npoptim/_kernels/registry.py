@@ -121,6 +121,7 @@ OTHERS: dict[str, str] = {
     "Muon": "muon",
     "SparseAdam": "sparse_adam",
     "LBFGS": "lbfgs",
+    "Prodigy": "prodigy",
 }
 
 

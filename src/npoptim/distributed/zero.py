@@ -34,6 +34,12 @@ _LBFGS_REFUSED = (
     "that calls npoptim.distributed.all_reduce_grads_ (data parallel)."
 )
 
+_PRODIGY_REFUSED = (
+    "ZeroRedundancyOptimizer cannot shard Prodigy: its step size is estimated from sums over "
+    "all the parameters, which a rank holding a share of them cannot form. Run Prodigy on "
+    "every rank instead, after npoptim.distributed.all_reduce_grads_ (data parallel)."
+)
+
 
 class ZeroRedundancyOptimizer(Optimizer):
     r"""Wrap any npoptim optimizer so that each rank keeps the state of only its share of the
@@ -66,7 +72,8 @@ class ZeroRedundancyOptimizer(Optimizer):
     Args:
         params: Parameters, ``(name, Parameter)`` pairs or parameter groups, the same on
             every rank.
-        optimizer_class: the local optimizer's class (any npoptim optimizer but LBFGS).
+        optimizer_class: the local optimizer's class (any npoptim optimizer but LBFGS and
+            Prodigy, whose steps need all the parameters).
         comm: the MPI communicator (an ``mpi4py`` intracommunicator), torch's
             ``process_group``; ``MPI.COMM_WORLD`` by default.
         parameters_as_bucket_view: send each rank's parameters as one flat buffer per dtype
@@ -454,6 +461,7 @@ def _detached(optimizer: Optimizer) -> Optimizer:
 
 def _check_optimizer_class(optimizer_class: Any) -> None:
     from ..lbfgs import LBFGS
+    from ..prodigy import Prodigy
 
     if not (isinstance(optimizer_class, type) and issubclass(optimizer_class, Optimizer)):
         raise TypeError(
@@ -461,6 +469,8 @@ def _check_optimizer_class(optimizer_class: Any) -> None:
         )
     if issubclass(optimizer_class, LBFGS):
         raise ValueError(_LBFGS_REFUSED)
+    if issubclass(optimizer_class, Prodigy):
+        raise ValueError(_PRODIGY_REFUSED)
 
 
 def _global_indices(groups: list[dict[str, Any]]) -> dict[int, int]:
