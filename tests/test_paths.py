@@ -72,6 +72,7 @@ def small_chunks(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     compiled kernels run on both threads, which they do only for large work otherwise)."""
     monkeypatch.setattr(loop, "CHUNK_BYTES", 4096)
     monkeypatch.setattr(loop, "_TASK_BYTES", 1024)
+    monkeypatch.setattr(loop, "REDUCE_BLOCK", 1024)  # sums over several blocks and pieces
     if HAS_NUMBA:  # and the compiled kernels on every thread, however little the work
         compiled = importlib.import_module("npoptim._kernels.compiled")
         monkeypatch.setattr(compiled, "_PER_THREAD", 1)

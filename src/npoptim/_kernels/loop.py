@@ -39,6 +39,7 @@ __all__ = [
     "parallel_map",
     "pieces",
     "real_views",
+    "reduce_pieces",
     "run_pieces",
     "scratch",
     "set_num_threads",
@@ -53,6 +54,13 @@ _R = TypeVar("_R")
 
 #: Size in bytes of the pieces an elementwise kernel works on at a time.
 CHUNK_BYTES = 1 << 20
+
+#: Elements of the blocks in which the sums of an algorithm with ``sums`` are taken (see
+#: :func:`reduce_pieces`); the compiled path reads it at each call too.
+REDUCE_BLOCK = 1 << 14
+#: Lanes of a block's sum (see :func:`block_totals`): independent running sums, so that the
+#: compiled kernels add in vectors.
+REDUCE_LANES = 256
 
 #: Parameters of at least this many bytes go to the threads (smaller ones: less work than
 #: the Python that runs it, so threads would only contend for the GIL).
@@ -358,3 +366,68 @@ def job(
 def real_views(roles: Sequence[Sequence[Array] | None], i: int) -> list[Array | None]:
     """Parameter ``i``'s arrays as real views, None for a role the update does not use."""
     return [None if r is None else as_real(r[i]) for r in roles]
+
+
+# ------------------------------------------------------------------------ sums of terms
+def reduce_pieces(piece: Piece, jobs: Sequence[Job], sums: int) -> list[tuple[float, ...]]:
+    """The NumPy path of an algorithm with ``sums`` (see
+    :class:`npoptim._kernels.registry.Algorithm`): ``piece(*arrays, **kwargs)`` over each
+    parameter's pieces, shared among threads, each returning its ``sums`` arrays of terms;
+    returns each parameter's totals.
+
+    The order of the additions is fixed, whatever the threads and the path: a parameter's
+    terms, in the order its pieces cover it, are cut into blocks of :data:`REDUCE_BLOCK`;
+    each block is added up in float64 in :data:`REDUCE_LANES` lanes (:func:`block_totals`),
+    and the block totals from the first block to the last, starting from 0. A piece is a
+    whole number of blocks, so a block never spans two pieces; the compiled path adds in
+    the same order.
+    """
+    tasks: list[tuple[int, Sequence[Array | None], Mapping[str, Any]]] = []
+    for i, (arrays, kwargs) in enumerate(jobs):
+        p = cast(Array, arrays[0])
+        limit = max(1, CHUNK_BYTES // p.itemsize // REDUCE_BLOCK) * REDUCE_BLOCK
+        tasks += [(i, views, kwargs) for views in pieces(arrays, limit)]
+
+    def reduce(task: tuple[int, Sequence[Array | None], Mapping[str, Any]]) -> list[Array]:
+        terms = cast(Sequence[Array], piece(*task[1], **task[2]))
+        return [block_totals(t) for t in terms]
+
+    totals = [[0.0] * sums for _ in jobs]
+    for (i, _, _), found in zip(tasks, parallel_map(reduce, tasks), strict=True):
+        for k, blocks in enumerate(found):
+            totals[i][k] = add_in_order(totals[i][k], blocks)
+    return [tuple(t) for t in totals]
+
+
+def block_totals(terms: Array) -> Array:
+    """The float64 totals of the blocks of :data:`REDUCE_BLOCK` elements of ``terms`` (in
+    C order). Within a block, element ``j`` goes to lane ``j % REDUCE_LANES``; each lane
+    adds its elements in order, and the block's total is its lanes added in order. (A
+    reduction over the first axis of ``(rows, REDUCE_LANES)`` adds row after row, ``cumsum``
+    one element after the other; a plain ``sum`` adds pairwise, an order the compiled
+    kernels would not reproduce.)"""
+    flat = terms.reshape(-1)
+    found = np.zeros(-(-flat.size // REDUCE_BLOCK))
+    lanes = scratch(REDUCE_LANES, np.dtype(np.float64), _SUMS_SLOT)
+    for k, start in enumerate(range(0, flat.size, REDUCE_BLOCK)):
+        block = flat[start : start + REDUCE_BLOCK]
+        whole = block.size // REDUCE_LANES * REDUCE_LANES
+        tail = block[whole:]
+        if whole:
+            block[:whole].reshape(-1, REDUCE_LANES).sum(axis=0, dtype=np.float64, out=lanes)
+            lanes[: tail.size] += tail
+            used = lanes
+        else:
+            used = tail.astype(np.float64)
+        found[k] = np.cumsum(used)[-1]  # the lanes, first to last
+    return found
+
+
+def add_in_order(total: float, blocks: Array) -> float:
+    """``total`` plus the block totals ``blocks``, one after the other (as Python floats)."""
+    for value in blocks.tolist():
+        total += value
+    return total
+
+
+_SUMS_SLOT = 8  # the scratch slot of :func:`block_totals` (the piece functions use 0-7)
