@@ -122,6 +122,7 @@ ELEMENTWISE: dict[str, str] = {
     "LAMB": "lamb",
     "AdEMAMix": "ademamix",
     "AdamWScheduleFree": "schedulefree",
+    "LARS": "lars",
 }
 
 #: The other optimizer classes (updates that are not elementwise), and their modules.
