@@ -116,6 +116,7 @@ ORACLES: dict[str, tuple[str, str, list[str]]] = {
     "LAMB": ("pytorch_optimizer", "Lamb", ["for-loop", "foreach"]),
     "AdEMAMix": ("pytorch_optimizer", "AdEMAMix", ["for-loop", "foreach"]),
     "AdamWScheduleFree": ("schedulefree", "AdamWScheduleFree", ["for-loop", "foreach"]),
+    "LARS": ("pytorch_optimizer", "LARS", ["for-loop", "foreach"]),
 }
 NOT_ELEMENTWISE = set(registry.OTHERS)
 HAS_NUMBA = importlib.util.find_spec("numba") is not None

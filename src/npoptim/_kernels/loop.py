@@ -407,20 +407,22 @@ def block_totals(terms: Array) -> Array:
     one element after the other; a plain ``sum`` adds pairwise, an order the compiled
     kernels would not reproduce.)"""
     flat = terms.reshape(-1)
-    found = np.zeros(-(-flat.size // REDUCE_BLOCK))
-    lanes = scratch(REDUCE_LANES, np.dtype(np.float64), _SUMS_SLOT)
-    for k, start in enumerate(range(0, flat.size, REDUCE_BLOCK)):
-        block = flat[start : start + REDUCE_BLOCK]
-        whole = block.size // REDUCE_LANES * REDUCE_LANES
-        tail = block[whole:]
-        if whole:
-            block[:whole].reshape(-1, REDUCE_LANES).sum(axis=0, dtype=np.float64, out=lanes)
-            lanes[: tail.size] += tail
-            used = lanes
+    whole = flat.size // REDUCE_BLOCK  # whole blocks, then maybe a shorter last one
+    totals = np.empty(-(-flat.size // REDUCE_BLOCK))
+    if whole:
+        rows = flat[: whole * REDUCE_BLOCK].reshape(whole, -1, REDUCE_LANES)
+        lanes = rows.sum(axis=1, dtype=np.float64)  # row after row, in each block
+        totals[:whole] = np.cumsum(lanes, axis=1)[:, -1]  # the lanes, first to last
+    last = flat[whole * REDUCE_BLOCK :]
+    if last.size:
+        full = last.size // REDUCE_LANES * REDUCE_LANES
+        if full:
+            lanes = last[:full].reshape(-1, REDUCE_LANES).sum(axis=0, dtype=np.float64)
+            lanes[: last.size - full] += last[full:]
         else:
-            used = tail.astype(np.float64)
-        found[k] = np.cumsum(used)[-1]  # the lanes, first to last
-    return found
+            lanes = last.astype(np.float64)
+        totals[whole] = np.cumsum(lanes)[-1]
+    return totals
 
 
 def add_in_order(total: float, blocks: Array) -> float:
@@ -430,4 +432,3 @@ def add_in_order(total: float, blocks: Array) -> float:
     return total
 
 
-_SUMS_SLOT = 8  # the scratch slot of :func:`block_totals` (the piece functions use 0-7)
