@@ -112,6 +112,9 @@ RACERS = [
     Racer("LAMB", lambda ps: npoptim.LAMB(ps, lr=2e-2)),
     Racer("AdEMAMix", lambda ps: npoptim.AdEMAMix(ps, lr=2e-2)),
     Racer("AdamWScheduleFree", schedule_free),
+    # LARS's trust ratio applies to matrices (a vector takes plain SGD steps): each step is
+    # about lr x trust_coefficient x the point's norm (not shrinking near the minimum).
+    Racer("LARS", lambda ps: npoptim.LARS(ps, lr=0.5, trust_coefficient=3e-3), shape=(1, 2)),
 ]
 
 
