@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -245,6 +246,29 @@ def test_lamb_pre_norm_scales_by_the_global_norm_and_leaves_the_grads_alone() ->
 def test_lamb_invalid_arguments_are_refused(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         npoptim.LAMB([Parameter(np.zeros(2))], **kwargs)
+
+
+def test_lamb_pre_norm_measures_float16_gradients_in_float32() -> None:
+    # pytorch_optimizer takes a float16 gradient's norm in float32: here 300·√6 ≈ 735, whose
+    # square (540,000) float16 cannot hold.
+    from npoptim.lamb import gradient_scale
+
+    scale = gradient_scale([np.full(6, 300.0, dtype=np.float16)], max_grad_norm=1.0, eps=1e-6)
+    np.testing.assert_allclose(scale, 1.0 / (300.0 * np.sqrt(6.0)), rtol=1e-6)
+
+
+def test_lamb_float16_step_gives_nan_silently_like_its_oracle() -> None:
+    # In float16, eps = 1e-8 rounds to 0 and a small v_t underflows to 0: r_t = m_t / 0 is
+    # infinite, the trust ratio ‖θ‖ / ∞ = 0 and the step 0 · ∞ NaN, as pytorch_optimizer's
+    # (checked against it); the NumPy paths give it without a warning, as torch does.
+    w = Parameter(np.array([1.0, 2.0], dtype=np.float16))
+    opt = npoptim.LAMB([w], eps=1e-8, foreach=False)
+    w.grad = np.array([1e-5, 1.0], dtype=np.float16)  # (1 - β2) g² = 1e-13 underflows
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        opt.step()
+    np.testing.assert_array_equal(w, np.array([np.nan, 2.0], dtype=np.float16))
+    assert opt.state[w]["trust_ratio"] == 0.0
 
 
 def test_lamb_sparse_grad_is_refused_before_any_change() -> None:
