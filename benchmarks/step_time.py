@@ -119,6 +119,7 @@ ORACLES: dict[str, tuple[str, str, list[str]]] = {
     "AdamWScheduleFree": ("schedulefree", "AdamWScheduleFree", ["for-loop", "foreach"]),
     "SGDScheduleFree": ("schedulefree", "SGDScheduleFree", ["for-loop", "foreach"]),
     "Prodigy": ("prodigyopt", "Prodigy", ["for-loop"]),
+    "LARS": ("pytorch_optimizer", "LARS", ["for-loop", "foreach"]),
 }
 NOT_ELEMENTWISE = set(registry.OTHERS)
 HAS_NUMBA = importlib.util.find_spec("numba") is not None

@@ -121,6 +121,9 @@ RACERS = [
     Racer("SGDScheduleFree", schedule_free(npoptim.SGDScheduleFree, lr=0.01)),
     # Prodigy estimates its own step size (from d0 = 1e-6): its defaults, lr=1 included.
     Racer("Prodigy", lambda ps: npoptim.Prodigy(ps)),
+    # LARS's trust ratio applies to matrices (a vector takes plain SGD steps): each step is
+    # about lr x trust_coefficient x the point's norm (not shrinking near the minimum).
+    Racer("LARS", lambda ps: npoptim.LARS(ps, lr=0.5, trust_coefficient=3e-3), shape=(1, 2)),
 ]
 
 

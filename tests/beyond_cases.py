@@ -386,6 +386,7 @@ SGD_SCHEDULEFREE = Case(
 CASES.update({case.name: case for case in [LION, LAMB, ADEMAMIX, ADAMW_SCHEDULEFREE]})
 CASES.update({case.name: case for case in [SGD_SCHEDULEFREE]})
 
+
 #: The configurations of the elementwise newcomers, for the tests that iterate the registry
 #: (``test_paths.py``, ``test_allocations.py``) alongside torch's ``configs.CONFIGS``: their
 #: optimizers are put in train mode there (:func:`in_train_mode`).
@@ -470,3 +471,42 @@ PRODIGY = Case(
 )
 
 CASES[PRODIGY.name] = PRODIGY
+
+# ----------------------------------------------------------------------------- LARS
+
+
+def _build_oracle_lars(params: list[Any], kwargs: dict[str, Any]) -> Any:
+    from pytorch_optimizer import LARS
+
+    return LARS(params, **kwargs)
+
+
+LARS = Case(
+    name="LARS",
+    configs=[
+        ("default", {}),
+        # pytorch_optimizer's tests/recipes.py
+        ("recipe: lr 0.5, weight_decay", {"lr": 5e-1, "weight_decay": 1e-3}),
+        ("recipe: lr 0.5, nesterov", {"lr": 5e-1, "nesterov": True}),
+        # options the recipes leave out
+        ("momentum 0 (no buffer)", {"lr": 1e-1, "momentum": 0.0, "weight_decay": 1e-2}),
+        (
+            "dampening, maximize",
+            {"lr": 1e-2, "dampening": 0.5, "weight_decay": 1e-3, "maximize": True},
+        ),
+        (
+            "trust_coefficient 0.02, weight_decay 0.01",
+            {"lr": 1e-1, "trust_coefficient": 2e-2, "weight_decay": 1e-2},
+        ),
+    ],
+    build_npoptim=_build_named("LARS"),
+    build_oracle=_build_oracle_lars,
+    oracle_module="pytorch_optimizer",
+    # A matrix and a 4-D convolution weight (trust ratio), a vector (plain SGD). No 0-d
+    # parameter: at lr 0.5 with the curvature 2 of its slot, SGD's step lands a scalar next
+    # to 0 (measured with one, nesterov recipe, float32: the oracle's own float32 run 1.1e-6
+    # from its float64 one, npoptim's 1.2e-6 from the oracle's; float64 within 5e-16).
+    shapes=lambda kwargs: [(3, 4), (5,), (2, 3, 1, 2)],
+)
+CASES[LARS.name] = LARS
+ELEMENTWISE_CONFIGS[LARS.name] = LARS.configs

@@ -1,6 +1,6 @@
-"""The elementwise newcomers (Lion, LAMB, AdEMAMix, AdamWScheduleFree, SGDScheduleFree)
-against their oracles (golden and live), their papers' references, and npoptim's conventions
-(resume from disk, maximize, validation).
+"""The elementwise newcomers (Lion, LAMB, AdEMAMix, AdamWScheduleFree, SGDScheduleFree,
+LARS) against their oracles (golden and live), their papers' references, and npoptim's
+conventions (resume from disk, maximize, validation).
 
 The problem is ``tests/beyond_harness.py``'s; the configurations are the oracles' own tests'
 (``tests/beyond_cases.py``). That every path (for-loop, multi-tensor, compiled) gives the same
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import numpy as np
 import pytest
 
 import npoptim
-from beyond_cases import ADAMW_SCHEDULEFREE, ADEMAMIX, LAMB, LION, SGD_SCHEDULEFREE
+from beyond_cases import ADAMW_SCHEDULEFREE, ADEMAMIX, LAMB, LARS, LION, SGD_SCHEDULEFREE
 from beyond_harness import (
     DTYPE_NAMES,
     DTYPES,
@@ -34,9 +35,9 @@ from beyond_harness import (
     run_reference,
 )
 from npoptim import Parameter, SparseGrad
-from references.beyond import ademamix, lamb, lion, schedulefree, sgd_schedulefree
+from references.beyond import ademamix, lamb, lars, lion, schedulefree, sgd_schedulefree
 
-CASES = [LION, LAMB, ADEMAMIX, ADAMW_SCHEDULEFREE, SGD_SCHEDULEFREE]
+CASES = [LION, LAMB, ADEMAMIX, ADAMW_SCHEDULEFREE, SGD_SCHEDULEFREE, LARS]
 RECTIFY = "recipe: rectify, degenerated_to_sgd"
 #: float32 runs where a parameter lands next to 0, so that the relative comparison measures
 #: float32's cancellation (measured, against how far the oracle's own float32 run is from its
@@ -246,6 +247,29 @@ def test_lamb_pre_norm_scales_by_the_global_norm_and_leaves_the_grads_alone() ->
 def test_lamb_invalid_arguments_are_refused(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         npoptim.LAMB([Parameter(np.zeros(2))], **kwargs)
+
+
+def test_lamb_pre_norm_measures_float16_gradients_in_float32() -> None:
+    # pytorch_optimizer takes a float16 gradient's norm in float32: here 300·√6 ≈ 735, whose
+    # square (540,000) float16 cannot hold.
+    from npoptim.lamb import gradient_scale
+
+    scale = gradient_scale([np.full(6, 300.0, dtype=np.float16)], max_grad_norm=1.0, eps=1e-6)
+    np.testing.assert_allclose(scale, 1.0 / (300.0 * np.sqrt(6.0)), rtol=1e-6)
+
+
+def test_lamb_float16_step_gives_nan_silently_like_its_oracle() -> None:
+    # In float16, eps = 1e-8 rounds to 0 and a small v_t underflows to 0: r_t = m_t / 0 is
+    # infinite, the trust ratio ‖θ‖ / ∞ = 0 and the step 0 · ∞ NaN, as pytorch_optimizer's
+    # (checked against it); the NumPy paths give it without a warning, as torch does.
+    w = Parameter(np.array([1.0, 2.0], dtype=np.float16))
+    opt = npoptim.LAMB([w], eps=1e-8, foreach=False)
+    w.grad = np.array([1e-5, 1.0], dtype=np.float16)  # (1 - β2) g² = 1e-13 underflows
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        opt.step()
+    np.testing.assert_array_equal(w, np.array([np.nan, 2.0], dtype=np.float16))
+    assert opt.state[w]["trust_ratio"] == 0.0
 
 
 def test_lamb_sparse_grad_is_refused_before_any_change() -> None:
@@ -462,6 +486,73 @@ def test_sgd_schedulefree_first_step_is_sgd() -> None:
     assert np.array_equal(w.grad, [0.4, 0.2])  # the grad is left alone
 
 
+# ---------------------------------------------------------------------------- LARS
+@pytest.mark.parametrize(("case", "kwargs", "desc", "dtype_name"), _params([LARS]))
+def test_lars_matches_paper_reference_with_the_oracle_departures(
+    case: Case, kwargs: dict[str, Any], desc: str, dtype_name: str
+) -> None:
+    # Every parameter has a grad at every step (the reference keeps no group state anyway).
+    actual, _ = run_npoptim(case, kwargs, DTYPES[dtype_name], missing=None)
+    variant = {**kwargs, **lars.ORACLE_VARIANT}
+    expected = run_reference(lars.reference, case, variant, DTYPES[dtype_name], missing=None)
+    assert max_relative_error(actual, expected) <= {"float64": 1e-10, "float32": 1e-5}[dtype_name]
+
+
+def test_lars_first_step_is_the_trust_ratio_times_the_decayed_gradient() -> None:
+    # ‖θ‖ = 5, ‖g‖ = 1, β = 0.2: λ = 0.1 · 5 / (1 + 0.2 · 5) = 0.25; b_1 = λ(g + βθ).
+    w = Parameter(np.array([[3.0, 4.0]]))
+    opt = npoptim.LARS([w], lr=0.5, weight_decay=0.2, trust_coefficient=0.1)
+    w.grad = np.array([[0.0, 1.0]])
+    opt.step()
+    step = 0.25 * np.array([[0.6, 1.8]])
+    np.testing.assert_allclose(opt.state[w]["momentum_buffer"], step, rtol=1e-15)
+    np.testing.assert_allclose(w, np.array([[3.0, 4.0]]) - 0.5 * step, rtol=1e-15)
+
+
+def test_lars_vectors_take_a_plain_sgd_step_without_decay() -> None:
+    b = Parameter(np.array([1.0, -2.0]))
+    opt = npoptim.LARS([b], lr=0.5, weight_decay=0.3, momentum=0.0)
+    b.grad = np.array([0.5, 0.25])
+    opt.step()
+    assert np.array_equal(b, [0.75, -2.125]) and "momentum_buffer" not in opt.state[b]
+
+
+@pytest.mark.parametrize(
+    ("weight", "grad", "weight_decay"),
+    [(np.zeros((2, 2)), np.ones((2, 2)), 0.1), (np.ones((2, 2)), np.zeros((2, 2)), 0.0)],
+    ids=["zero weight", "zero denominator"],
+)
+def test_lars_trust_ratio_is_one_where_the_paper_leaves_it_undefined(
+    weight: np.ndarray, grad: np.ndarray, weight_decay: float
+) -> None:
+    w = Parameter(weight.copy())
+    opt = npoptim.LARS([w], lr=0.5, weight_decay=weight_decay, momentum=0.0)
+    w.grad = grad
+    opt.step()
+    np.testing.assert_allclose(w, weight - 0.5 * (grad + weight_decay * weight), rtol=1e-15)
+
+
+def test_lars_learning_rate_multiplies_the_step_after_the_momentum_buffer() -> None:
+    # The oracle's form (lr outside b_t) and the paper's (lr inside) part when lr changes.
+    w = Parameter(np.array([[3.0, 4.0]]))
+    opt = npoptim.LARS([w], lr=0.5, momentum=0.5, trust_coefficient=0.1)
+    start = np.array(w)
+    paper: dict[str, Any] = {}
+    oracle: dict[str, Any] = {}
+    expected_paper, expected_oracle = start.copy(), start.copy()
+    for lr in (0.5, 0.1):
+        opt.param_groups[0]["lr"] = lr
+        w.grad = np.array([[0.0, 1.0]])
+        options = {"lr": lr, "momentum": 0.5, "trust_coefficient": 0.1}
+        expected_paper = lars.reference(expected_paper, w.grad, paper, 1, **options)
+        expected_oracle = lars.reference(
+            expected_oracle, w.grad, oracle, 1, **options, **lars.ORACLE_VARIANT
+        )
+        opt.step()
+    np.testing.assert_allclose(w, expected_oracle, rtol=1e-15)
+    assert np.max(np.abs(expected_paper - expected_oracle)) > 1e-3
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -504,3 +595,43 @@ def test_sgd_schedulefree_sparse_grad_is_refused_before_any_change() -> None:
         opt.step()
     assert len(opt.state) == 0 and opt.param_groups[0]["k"] == 0
     assert opt.param_groups[0]["weight_sum"] == 0.0 and np.array_equal(w, np.ones(2))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"lr": -1.0}, "Invalid learning rate: -1.0"),
+        ({"weight_decay": -0.1}, "Invalid weight_decay value: -0.1"),
+        ({"momentum": 1.0}, "Invalid momentum value: 1.0"),
+        ({"momentum": -0.1}, "Invalid momentum value: -0.1"),
+        ({"dampening": 1.0}, "Invalid dampening value: 1.0"),
+        ({"trust_coefficient": -1e-3}, "Invalid trust_coefficient value: -0.001"),
+    ],
+)
+def test_lars_invalid_arguments_are_refused(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        npoptim.LARS([Parameter(np.zeros(2))], **kwargs)
+
+
+def test_lars_sparse_grad_is_refused_before_any_change() -> None:
+    w, v = Parameter(np.ones((2, 2))), Parameter(np.ones((3, 2)))
+    opt = npoptim.LARS([w, v])
+    w.grad = np.ones((2, 2))
+    v.grad = SparseGrad(np.array([0]), np.ones((1, 2)), (3, 2))
+    with pytest.raises(RuntimeError, match="LARS does not support sparse gradients"):
+        opt.step()
+    assert len(opt.state) == 0 and np.array_equal(w, np.ones((2, 2)))
+    assert "step" not in opt.param_groups[0]
+
+
+def test_lars_momentum_buffer_of_the_wrong_shape_is_refused_on_load() -> None:
+    w = Parameter(np.ones((2, 2)))
+    opt = npoptim.LARS([w])
+    w.grad = np.ones((2, 2))
+    opt.step()
+    saved = opt.state_dict()
+    before = np.array(opt.state[w]["momentum_buffer"])
+    bad = {**saved, "state": {0: {"momentum_buffer": np.zeros(3)}}}
+    with pytest.raises(ValueError, match="momentum_buffer"):
+        opt.load_state_dict(bad)
+    assert np.array_equal(opt.state[w]["momentum_buffer"], before)

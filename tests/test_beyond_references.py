@@ -1,9 +1,10 @@
-"""The references of Lion and LAMB (tests/references/beyond) against their oracles.
+"""The references of Lion, LAMB and LARS (tests/references/beyond) against their oracles.
 
 This file checks that the references and the oracles' golden trajectories agree, so that
 the class tests (``tests/test_beyond_elementwise.py``) can use either. LAMB's oracle departs from its paper in three
 ways its reference names (``lamb.ORACLE_VARIANT``); the reference runs with them here, and
-without them (the paper) it is shown to differ.
+without them (the paper) it is shown to differ; so is LARS's trust ratio of vectors
+(``lars.ORACLE_VARIANT``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 
 import beyond_harness
-from beyond_cases import LAMB, LION
+from beyond_cases import LAMB, LARS, LION
 from beyond_harness import (
     DTYPE_NAMES,
     DTYPES,
@@ -26,7 +27,7 @@ from beyond_harness import (
     run_oracle,
     run_reference,
 )
-from references.beyond import lamb, lion
+from references.beyond import lamb, lars, lion
 
 #: Each case with its reference, the options that make the reference the oracle's variant,
 #: and the configurations the reference does not cover (with why).
@@ -41,6 +42,7 @@ REFERENCES: list[tuple[Case, Any, dict[str, Any], dict[str, str]]] = [
             "recipe: rectify, degenerated_to_sgd": "RAdam's rectification",
         },
     ),
+    (LARS, lars.reference, lars.ORACLE_VARIANT, {}),
 ]
 #: float32 runs against the float64 reference: the oracle's float32 rounding, accumulated.
 TOLERANCE = {"float64": 1e-10, "float32": 1e-5}
@@ -91,7 +93,7 @@ def test_reference_matches_oracle_golden(
     dtype = DTYPES[dtype_name]
     expected = load_golden(case, desc, dtype_name)
     actual = run_reference(ref, case, {**kwargs, **variant}, dtype)
-    kept = [j for j in range(len(expected[0])) if case is LION or j != case.missing[1]]  # type: ignore[index]
+    kept = [j for j in range(len(expected[0])) if case is not LAMB or j != case.missing[1]]  # type: ignore[index]
     assert (
         max_relative_error(
             [[s[j] for j in kept] for s in actual], [[s[j] for j in kept] for s in expected]
@@ -134,3 +136,23 @@ def test_lion_update_is_a_signed_step() -> None:
     # From the paper: with zero momentum the first step is lr times the sign of the gradient.
     p, g = np.array([1.0, -2.0, 0.5]), np.array([0.3, -0.1, 0.0])
     assert np.array_equal(lion.reference(p, g, {}, 1, lr=0.1), [0.9, -1.9, 0.5])
+
+
+@pytest.mark.parametrize("kwargs", [{"lr": 5e-1, "weight_decay": 1e-3}, {"lr": 1e-1}])
+def test_lars_oracle_skips_the_trust_ratio_of_vectors_unlike_the_paper(
+    kwargs: dict[str, Any],
+) -> None:
+    # With the paper's trust ratio on every parameter, the vector no longer follows the
+    # oracle; its matrices still do.
+    pytest.importorskip(LARS.oracle_module)
+    expected = run_oracle(LARS, kwargs, np.float64, missing=None)
+    paper = {**kwargs, **lars.ORACLE_VARIANT, "only_matrices": False}
+    actual = run_reference(lars.reference, LARS, paper, np.float64, missing=None)
+    vector = [j for j, shape in enumerate(LARS.shapes(kwargs)) if len(shape) < 2]
+    matrices = [j for j, shape in enumerate(LARS.shapes(kwargs)) if len(shape) >= 2]
+
+    def pick(run: list[Any], js: list[int]) -> list[Any]:
+        return [[step[j] for j in js] for step in run]
+
+    assert max_relative_error(pick(actual, matrices), pick(expected, matrices)) <= 1e-10
+    assert max_relative_error(pick(actual, vector), pick(expected, vector)) > 1e-3

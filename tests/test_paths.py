@@ -72,6 +72,7 @@ def small_chunks(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     compiled kernels run on both threads, which they do only for large work otherwise)."""
     monkeypatch.setattr(loop, "CHUNK_BYTES", 4096)
     monkeypatch.setattr(loop, "_TASK_BYTES", 1024)
+    monkeypatch.setattr(loop, "REDUCE_BLOCK", 1024)  # sums over several blocks and pieces
     if HAS_NUMBA:  # and the compiled kernels on every thread, however little the work
         compiled = importlib.import_module("npoptim._kernels.compiled")
         monkeypatch.setattr(compiled, "_PER_THREAD", 1)
@@ -414,3 +415,42 @@ def test_pieces_cover_every_element_once_in_the_parameter_memory_order(
         assert p_piece.strides[-1] == p.itemsize or not contiguous
         seen += list(p_piece.reshape(-1))
     assert sorted(seen) == sorted(p.reshape(-1))
+
+
+def _sum_in_lanes_and_blocks(terms: np.ndarray) -> float:
+    """The order of the sums of an algorithm with ``sums``, from its definition: in each
+    block of ``REDUCE_BLOCK`` terms, term ``j`` goes to lane ``j % REDUCE_LANES`` and each
+    lane adds its terms in order; a block's total is its lanes in order; the parameter's
+    total is 0 plus the block totals in order."""
+    block, lanes = loop.REDUCE_BLOCK, loop.REDUCE_LANES
+    total = 0.0
+    for start in range(0, terms.size, block):
+        running: list[float] = []
+        for j, term in enumerate(terms[start : start + block].tolist()):
+            if j < lanes:
+                running.append(term)
+            else:
+                running[j % lanes] += term
+        block_total = running[0]
+        for value in running[1:]:
+            block_total += value
+        total += block_total
+    return total
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+@pytest.mark.parametrize("size", [3000, 200, 2048])
+def test_sums_are_added_in_lanes_and_blocks_in_a_fixed_order(path: str, size: int) -> None:
+    # LARS's norms pass (‖θ‖², ‖g‖² in float64 of float32 squares), over several blocks
+    # (REDUCE_BLOCK is 1024 here), a short last block, and fewer terms than lanes.
+    if path == "fused" and not HAS_NUMBA:
+        pytest.skip('needs numba: pip install "npoptim[fused]"')
+    from npoptim.lars import NORMS
+
+    rng = np.random.default_rng(size)
+    p = Parameter((rng.standard_normal(size) * 10 ** rng.uniform(-3, 3, size)).astype(np.float32))
+    g = rng.standard_normal(size).astype(np.float32)
+    flags = {"foreach": None, "fused": None, **PATHS[path]}
+    ((weight_sq, grad_sq),) = npoptim._kernels.elementwise(NORMS, [[p], [g]], {}, **flags)
+    assert weight_sq == _sum_in_lanes_and_blocks(np.square(p).astype(np.float64))
+    assert grad_sq == _sum_in_lanes_and_blocks(np.square(g).astype(np.float64))

@@ -23,6 +23,7 @@ from .clip_grad import (
     vector_to_parameters,
 )
 from .lamb import LAMB
+from .lars import LARS
 from .lbfgs import LBFGS
 from .lion import Lion
 from .lookahead import Lookahead
@@ -52,6 +53,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ASGD",
     "LAMB",
+    "LARS",
     "LBFGS",
     "SGD",
     "SOAP",

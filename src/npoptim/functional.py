@@ -13,6 +13,7 @@ from .adamw import adamw
 from .ademamix import ademamix
 from .asgd import asgd
 from .lamb import lamb
+from .lars import lars
 from .lion import lion
 from .lookahead import lookahead
 from .muon import muon
@@ -38,6 +39,7 @@ __all__ = [
     "ademamix",
     "asgd",
     "lamb",
+    "lars",
     "lion",
     "lookahead",
     "muon",

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ._kernels import elementwise
-from ._kernels.loop import CHUNK_BYTES, Array, parallel_map, pieces, real_views, temporaries
+from ._kernels.loop import Array, temporaries
 from ._kernels.registry import Algorithm
 from ._validation import (
     LIKE_PARAM,
@@ -282,8 +282,10 @@ LAMB.__doc__ = rf"""Implements LAMB (Layer-wise Adaptive Moments for Batch train
 def gradient_scale(grads: list[Array], max_grad_norm: float, eps: float) -> float:
     r""":math:`\min(1, c / (\lVert g \rVert + \epsilon))`, with :math:`\lVert g \rVert` the
     norm of all ``grads`` together (``pre_norm``), in float32 as pytorch_optimizer computes it
-    (each gradient's norm in its dtype, rounded to float32, then squared and summed)."""
-    squares = np.square(np.array([np.linalg.norm(g) for g in grads], dtype=np.float32))
+    (each gradient's norm in its dtype, float32 for float16, rounded to float32, then
+    squared and summed)."""
+    norms = [np.linalg.norm(g.astype(np.float32) if g.dtype == np.float16 else g) for g in grads]
+    squares = np.square(np.array(norms, dtype=np.float32))
     total = np.sqrt(squares.sum(dtype=np.float32)) + np.float32(eps)
     return min(float(np.float32(max_grad_norm) / total), 1.0)
 
@@ -317,10 +319,10 @@ def lamb(
     before the rectification is defined).
 
     ``step`` is the group's step count (1, 2, ...), ``grad_scale`` the ``pre_norm`` factor.
-    See :class:`LAMB` for the math. Two passes: the first (NumPy, in pieces shared among
-    threads, the same on every path) updates the moments, decays the parameters and measures
-    the norms; the second (the registered element update, run by the path ``foreach`` and
-    ``fused`` pick) takes the step, scaled per parameter by its trust ratio.
+    See :class:`LAMB` for the math. Two passes, each a registered element update run by the
+    path ``foreach`` and ``fused`` pick: the first (:data:`MOMENTS`) updates the moments,
+    decays the parameters and sums the squares of the norms; the second (:data:`ALGORITHM`)
+    takes the step, scaled per parameter by its trust ratio.
     """
     if not params:
         return []
@@ -356,17 +358,10 @@ def lamb(
         "shift": step_size if rectify else None,
         **direction,
     }
-    tasks = []
-    for i in range(len(params)):
-        arrays = real_views([params, grads, exp_avgs, exp_avg_sqs], i)
-        p = arrays[0]
-        assert p is not None
-        tasks += [(i, views) for views in pieces(arrays, max(1, CHUNK_BYTES // p.itemsize))]
-    squares = parallel_map(lambda task: _moments_and_norms(*task[1], **first), tasks)  # type: ignore[arg-type]
-    weight_sq, update_sq = [0.0] * len(params), [0.0] * len(params)
-    for (i, _), (w2, u2) in zip(tasks, squares, strict=True):
-        weight_sq[i] += w2
-        update_sq[i] += u2
+    squares = elementwise(
+        MOMENTS, [params, grads, exp_avgs, exp_avg_sqs], {}, foreach=foreach, fused=fused, **first
+    )
+    weight_sq, update_sq = zip(*squares, strict=True)
     if rectify and step_size <= 0:
         return [None] * len(params)
     found: list[tuple[float, float, float] | None] = []
@@ -382,6 +377,15 @@ def lamb(
         foreach=foreach, fused=fused, **direction,
     )  # fmt: skip
     return found
+
+
+def _silent() -> np.errstate:
+    r"""NumPy's warnings off, as torch and the compiled path give inf and NaN silently: in
+    float16, ε = 1e-8 rounds to 0 and :math:`v_t` can underflow to 0 (a gradient scaled
+    down by ``pre_norm``), so :math:`r_t = m_t / 0 = \pm\infty`, the trust ratio
+    :math:`\lVert\theta\rVert / \infty = 0` and the step :math:`0 \cdot \infty` NaN, as
+    pytorch_optimizer's (a thread's own setting: the pieces run on the kernels' threads)."""
+    return np.errstate(divide="ignore", over="ignore", invalid="ignore")
 
 
 def _direction(
@@ -416,10 +420,21 @@ def _moments_and_norms(
     eps: float,
     adaptive: bool,
     weight_decay: float,
-) -> tuple[float, float]:
-    """The first pass over a piece: decoupled decay, the moments, and the squared norms of
-    the decayed parameter and of :math:`r_t` (of :math:`\\theta - \\eta_t r_t` with
-    rectify's ``shift``)."""
+) -> tuple[Array, Array]:
+    r"""The first pass over a piece: decoupled decay, the moments, and the terms of the
+    squared norms, :math:`\theta^2` of the decayed parameter and :math:`r_t^2` (of
+    :math:`(\theta - \eta_t r_t)^2` with rectify's ``shift``)."""
+    with _silent():
+        return _first_pass(p, g, m, v, grad_scale=grad_scale, decay_factor=decay_factor,
+                           beta1=beta1, beta2=beta2, beta3=beta3, shift=shift, eps=eps,
+                           adaptive=adaptive, weight_decay=weight_decay)  # fmt: skip
+
+
+def _first_pass(
+    p: Array, g: Array, m: Array, v: Array, *, grad_scale: float, decay_factor: float,
+    beta1: float, beta2: float, beta3: float, shift: float | None, eps: float,
+    adaptive: bool, weight_decay: float,
+) -> tuple[Array, Array]:  # fmt: skip
     g_t, tmp, r = temporaries(p, 3)
     if grad_scale != 1.0:
         np.multiply(g, grad_scale, out=g_t)  # pre_norm's s, negated to maximize
@@ -438,9 +453,45 @@ def _moments_and_norms(
         r *= shift
         np.subtract(p, r, out=r)  # rectify measures θ - η_t r_t
     np.multiply(p, p, out=tmp)
-    weight_sq = float(tmp.sum(dtype=np.float64))
-    np.multiply(r, r, out=tmp)
-    return weight_sq, float(tmp.sum(dtype=np.float64))
+    np.multiply(r, r, out=r)
+    return tmp, r
+
+
+def _moments_element(p: Any, g: Any, m: Any, v: Any, scalar: Any, flag: Any) -> Any:
+    """:func:`_moments_and_norms` for one element (compiled by the fused path)."""
+    if flag.scaled:
+        g = g * scalar.grad_scale
+    if flag.decoupled:
+        p = p * scalar.decay_factor
+    m = m * scalar.beta1 + g * scalar.beta3
+    v = v * scalar.beta2 + (g * g) * scalar.one_minus_beta2
+    r = m / (np.sqrt(v) + scalar.eps) if flag.adaptive else m
+    if flag.decay:
+        r = r + p * scalar.weight_decay
+    if flag.shifted:
+        r = p - r * scalar.shift
+    return p, m, v, p * p, r * r
+
+
+MOMENTS = Algorithm(
+    name="lamb_moments",
+    roles=("param", "grad", "exp_avg", "exp_avg_sq"),
+    piece=_moments_and_norms,
+    element=_moments_element,
+    scalars=lambda shared, per_param: {
+        "grad_scale": shared["grad_scale"], "decay_factor": shared["decay_factor"],
+        "beta1": shared["beta1"], "beta2": shared["beta2"], "beta3": shared["beta3"],
+        "one_minus_beta2": 1.0 - shared["beta2"], "eps": shared["eps"],
+        "weight_decay": shared["weight_decay"],
+        "shift": 0.0 if shared["shift"] is None else shared["shift"],
+    },
+    flags=lambda shared, present: {
+        "scaled": shared["grad_scale"] != 1.0, "decoupled": shared["decay_factor"] != 1.0,
+        "adaptive": shared["adaptive"], "decay": shared["weight_decay"] != 0.0,
+        "shifted": shared["shift"] is not None,
+    },
+    sums=2,
+)  # fmt: skip
 
 
 def _lamb_piece(
@@ -457,8 +508,9 @@ def _lamb_piece(
     """The second pass over a piece: :math:`\\theta_t = \\theta - \\eta_t \\phi_t r_t`
     (``scale`` is :math:`\\eta_t \\phi_t`); ``g`` is not read."""
     tmp, r = temporaries(p, 2)
-    _direction(p, m, v, r, tmp, eps=eps, adaptive=adaptive, weight_decay=weight_decay)
-    r *= scale
+    with _silent():
+        _direction(p, m, v, r, tmp, eps=eps, adaptive=adaptive, weight_decay=weight_decay)
+        r *= scale
     p -= r
 
 

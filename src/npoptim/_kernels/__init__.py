@@ -36,7 +36,15 @@ from typing import Any, cast
 import numpy as np
 
 from . import foreach as foreach_path
-from .loop import Array, get_num_threads, job, run_pieces, same_layout, set_num_threads
+from .loop import (
+    Array,
+    get_num_threads,
+    job,
+    reduce_pieces,
+    run_pieces,
+    same_layout,
+    set_num_threads,
+)
 from .registry import Algorithm
 
 __all__ = [
@@ -70,7 +78,7 @@ def elementwise(
     foreach: bool | None,
     fused: bool | None,
     **shared: Any,
-) -> None:
+) -> list[tuple[float, ...]]:
     """Run ``algorithm`` on every parameter, by the path the flags choose (see the module
     docstring): ``fused=True`` the compiled kernel (compiled now if need be),
     ``foreach=True`` the multi-tensor path, ``foreach=False`` the for-loop; with neither, the
@@ -81,19 +89,24 @@ def elementwise(
     and reaches the piece function as None. ``per_param`` holds the keyword arguments of the
     piece function that differ between parameters (one value per parameter, e.g. bias
     corrections), ``shared`` the others.
+
+    Returns each parameter's totals for an algorithm with ``sums`` (which both NumPy paths
+    run parameter by parameter, unpacked: :func:`.loop.reduce_pieces`), else ``[]``.
     """
     if not roles[0]:
-        return
+        return []
+    if algorithm.sums:
+        return _with_sums(algorithm, roles, per_param, shared, foreach=foreach, fused=fused)
     default = fused is None and foreach is None
     if fused:
         require_numba()
         compiled = importlib.import_module("npoptim._kernels.compiled")
         if compiled.run(algorithm, roles, per_param, shared, wait=True):
-            return
+            return []
     elif default and algorithm.element is not None and _has_numba():
         module = _compiled_module()
         if module is not None and module.run(algorithm, roles, per_param, shared, wait=False):
-            return
+            return []
     if foreach is False:
         jobs = [job(roles, per_param, shared, i) for i in range(len(roles[0]))]
         run_pieces(algorithm.piece, jobs)
@@ -102,6 +115,36 @@ def elementwise(
     if default and algorithm.element is not None and _has_numba():
         # after the step, so that the background work does not slow this one down
         _prepare_in_background(algorithm, roles, per_param, shared)
+    return []
+
+
+def _with_sums(
+    algorithm: Algorithm,
+    roles: Sequence[Sequence[Array] | None],
+    per_param: Mapping[str, Sequence[Any]],
+    shared: Mapping[str, Any],
+    *,
+    foreach: bool | None,
+    fused: bool | None,
+) -> list[tuple[float, ...]]:
+    """:func:`elementwise` for an algorithm with ``sums``: the same choice of path."""
+    default = fused is None and foreach is None
+    found = None
+    if fused:
+        require_numba()
+        compiled = importlib.import_module("npoptim._kernels.compiled")
+        found = compiled.run_sums(algorithm, roles, per_param, shared, wait=True)
+    elif default and algorithm.element is not None and _has_numba():
+        module = _compiled_module()
+        if module is not None:
+            found = module.run_sums(algorithm, roles, per_param, shared, wait=False)
+    if found is not None:
+        return cast(list[tuple[float, ...]], found)
+    jobs = [job(roles, per_param, shared, i) for i in range(len(cast(Sequence[Array], roles[0])))]
+    totals = reduce_pieces(algorithm.piece, jobs, algorithm.sums)
+    if default and algorithm.element is not None and _has_numba():
+        _prepare_in_background(algorithm, roles, per_param, shared)
+    return totals
 
 
 # --------------------------------------------------------------------- the background

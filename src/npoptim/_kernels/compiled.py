@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import functools
 import hashlib
 import importlib
 import itertools
@@ -47,7 +48,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from . import element
+from . import element, loop
 from .loop import (
     Array,
     as_real,
@@ -60,7 +61,7 @@ from .loop import (
 )
 from .registry import Algorithm
 
-__all__ = ["kernel", "prepare", "real_dtype", "run"]
+__all__ = ["kernel", "prepare", "real_dtype", "run", "run_sums"]
 
 # numba is imported as an untyped module: its own annotations vary between versions.
 numba: Any = importlib.import_module("numba")
@@ -212,15 +213,15 @@ def _write_back(addresses: Any, strides: Any, role: int, tile: Any, a: Any, row:
                 pointer[j * stride] = row[j]
 
 
-def _blocks(sizes: Array) -> Array:
-    """Work items ``(parameter, start, stop)`` of at most ``_BLOCK`` elements each (one, maybe
+def _blocks(sizes: Array, block: int = _BLOCK) -> Array:
+    """Work items ``(parameter, start, stop)`` of at most ``block`` elements each (one, maybe
     empty, for a parameter without elements)."""
-    counts = np.maximum(1, -(-sizes // _BLOCK))
+    counts = np.maximum(1, -(-sizes // block))
     param = np.repeat(np.arange(len(sizes), dtype=np.int64), counts)
     start = (
         np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(counts.cumsum() - counts, counts)
-    ) * _BLOCK
-    return np.stack([param, start, np.minimum(start + _BLOCK, sizes[param])], axis=1)
+    ) * block
+    return np.stack([param, start, np.minimum(start + block, sizes[param])], axis=1)
 
 
 _compiled_helpers: dict[Callable[..., Any], Any] = {}
@@ -433,6 +434,10 @@ def prepare(
 ) -> None:
     """Compile (or load) every kernel a call with these arguments needs."""
     scalars, flags = algorithm.numbers(roles, per_param, shared)
+    if algorithm.sums:
+        for real, _ in _needed(roles):
+            _sums_kernel(algorithm, real, list(scalars), list(flags), wait=True)
+        return
     for real, kind in _needed(roles):
         kernel(algorithm, real, list(scalars), list(flags), wait=True, kind=kind)
 
@@ -595,6 +600,181 @@ def _launch(
 def real_dtype(dtype: np.dtype[Any]) -> np.dtype[Any] | None:
     """The dtype the kernels compute ``dtype`` in (complex: its real part's), or None."""
     return _REAL.get(dtype)
+
+
+# -------------------------------------------------------------------- kernels with sums
+# An algorithm with ``sums`` (see the registry) has one kernel, for parameters whose arrays
+# share one contiguous layout: each block of ``loop.REDUCE_BLOCK`` elements adds its terms
+# in float64, first to last, into its row of ``totals``; the rows of a parameter are then
+# added in block order, as :func:`npoptim._kernels.loop.reduce_pieces` does on the NumPy
+# paths (which also take the parameters of other layouts here).
+_SUMS_TEMPLATE = """
+def {name}_run(addresses, blocks, scalars, flags, totals):
+    for k in range(blocks.shape[0]):
+        {name}_block(addresses, blocks[k], scalars, flags, totals[k])
+
+
+def {name}_block(addresses, block, scalars, flags, total):
+    row = scalars[block[0]]
+    scalar = Scalars({scalar_fields})
+    flag = Flags({flag_fields})
+{views}
+    lanes = np.zeros(({sums}, {lanes}))
+    n = r0.size
+    whole = n // {lanes} * {lanes}
+    for i in range(0, whole, {lanes}):
+        for lane in range({lanes}):
+            j = i + lane
+            {outputs}, = update({inputs}, scalar, flag)
+{adds}
+    for j in range(whole, n):
+        lane = j - whole
+        {outputs}, = update({inputs}, scalar, flag)
+{tail_adds}
+    used = min(n, {lanes})
+    for s in range({sums}):
+        if used == 0:
+            total[s] = 0.0
+        else:
+            running = lanes[s, 0]
+            for lane in range(1, used):
+                running += lanes[s, lane]
+            total[s] = running
+"""
+
+
+def _sums_kernel(
+    algorithm: Algorithm,
+    real: np.dtype[Any],
+    scalar_names: Sequence[str],
+    flag_names: Sequence[str],
+    *,
+    wait: bool,
+) -> Any:
+    """The kernel of an algorithm with ``sums`` for the real dtype ``real`` (see
+    :func:`kernel`)."""
+    key = (algorithm.name, tuple(scalar_names), tuple(flag_names), real, loop.REDUCE_LANES)
+    found = _ready.get(key)
+    if found is not None or not wait:
+        return found
+    with _build_lock:
+        if key not in _ready:
+            roles = range(len(algorithm.roles))
+            writes = algorithm.writes
+            written = [r for r in roles if r != 1 and (
+                writes is None or algorithm.roles[r] in writes)]  # fmt: skip
+            terms = [f"t{k}" for k in range(algorithm.sums)]
+            body = _SUMS_TEMPLATE.format(
+                name="{name}",
+                scalar_fields=", ".join(f"row[{k}]" for k in range(len(scalar_names))),
+                flag_fields=", ".join(f"flags[{k}]" for k in range(len(flag_names))),
+                views="\n".join(f"    r{r} = view(addresses, {r}, block, scalars)" for r in roles),
+                sums=algorithm.sums,
+                outputs=", ".join([f"r{r}[j]" for r in written] + terms),
+                inputs=", ".join(f"r{r}[j]" for r in roles),
+                lanes=loop.REDUCE_LANES,
+                adds="\n".join(
+                    f"            lanes[{k}, lane] += t{k}" for k in range(algorithm.sums)
+                ),
+                tail_adds="\n".join(
+                    f"        lanes[{k}, lane] += t{k}" for k in range(algorithm.sums)
+                ),
+            )
+            update = cast(types.FunctionType, algorithm.element)
+            digest = hashlib.sha256(
+                "\0".join(
+                    [body, *scalar_names, "|", *flag_names, update.__code__.co_filename]
+                ).encode()
+            ).hexdigest()[:12]
+            name = f"_{algorithm.name}_sums_{digest}"
+            namespace: dict[str, Any] = {
+                "__name__": update.__module__,
+                "view": _view,
+                "np": np,
+                "update": _compile_element(update),
+                "Scalars": collections.namedtuple(f"{algorithm.name}_scalars", scalar_names),
+                "Flags": collections.namedtuple(f"{algorithm.name}_flags", flag_names),
+            }
+            exec(compile(body.format(name=name), update.__code__.co_filename, "exec"), namespace)
+            namespace[f"{name}_block"] = _jit(namespace[f"{name}_block"])
+            function = _jit_cached(namespace[f"{name}_run"])
+            t = _numba_types
+            table, totals = t.int64[:, ::1], t.float64[:, ::1]
+            scalars = numba.from_dtype(real)[:, ::1]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", numba.NumbaWarning)
+                function.compile(t.void(table, table, scalars, t.boolean[::1], totals))
+            _ready[key] = function
+        return _ready[key]
+
+
+def _sums_range(
+    function: Any, table: Array, blocks: Array, scalars: Array, flags: Array, sums: Array,
+    span: tuple[int, int],
+) -> None:  # fmt: skip
+    """``function`` on the blocks ``span[0]:span[1]`` (one thread's share)."""
+    a, b = span
+    function(table, blocks[a:b], scalars, flags, sums[a:b])
+
+
+def run_sums(
+    algorithm: Algorithm,
+    roles: Sequence[Sequence[Array] | None],
+    per_param: Mapping[str, Sequence[Any]],
+    shared: Mapping[str, Any],
+    *,
+    wait: bool,
+) -> list[tuple[float, ...]] | None:
+    """:func:`run` for an algorithm with ``sums``: each parameter's totals, or None, having
+    changed nothing, when a kernel is not ready (``wait=False``). Parameters of other dtypes
+    or of mixed layouts take the NumPy path (:func:`npoptim._kernels.loop.reduce_pieces`)."""
+    scalars, flags = algorithm.numbers(roles, per_param, shared)
+    params = cast(Sequence[Array], roles[0])
+    by_dtype: dict[np.dtype[Any], list[int]] = {}
+    others: list[int] = []
+    for i, p in enumerate(params):
+        arrays = [None if r is None else r[i] for r in roles]
+        if p.dtype in _REAL and same_layout(arrays):
+            by_dtype.setdefault(p.dtype, []).append(i)
+        else:
+            others.append(i)
+    kernels = {}
+    for dtype in by_dtype:
+        found = _sums_kernel(algorithm, _REAL[dtype], list(scalars), list(flags), wait=wait)
+        if found is None:
+            return None
+        kernels[dtype] = found
+    flag_array = np.array(list(flags.values()), dtype=np.bool_)
+    totals: list[tuple[float, ...]] = [()] * len(params)
+    for dtype, members in by_dtype.items():
+        table = np.zeros((len(roles), len(members)), dtype=np.int64)
+        for row, role in enumerate(roles):
+            if role is not None:
+                table[row] = [as_real(role[i]).ctypes.data for i in members]
+        sizes = np.array([as_real(params[i]).size for i in members], dtype=np.int64)
+        blocks = _blocks(sizes, loop.REDUCE_BLOCK)
+        sums = np.zeros((len(blocks), algorithm.sums))
+        scalar_table = np.ascontiguousarray(_scalar_table(scalars, members, _REAL[dtype]))
+        function = kernels[dtype]
+        threads = min(get_num_threads(), int(sizes.sum()) // _PER_THREAD)
+        if threads <= 1:
+            function(table, blocks, scalar_table, flag_array, sums)
+        else:
+            bounds = np.linspace(0, len(blocks), 4 * threads + 1).astype(np.int64)
+            ranges = [(int(a), int(b)) for a, b in itertools.pairwise(bounds) if b > a]
+            parallel_map(functools.partial(
+                _sums_range, function, table, blocks, scalar_table, flag_array, sums
+            ), ranges)  # fmt: skip
+        edges = np.searchsorted(blocks[:, 0], np.arange(len(members) + 1))
+        for k, i in enumerate(members):
+            rows = sums[edges[k] : edges[k + 1]]
+            totals[i] = tuple(loop.add_in_order(0.0, rows[:, s]) for s in range(algorithm.sums))
+    if others:
+        jobs = [job(roles, per_param, shared, i) for i in others]
+        for i, found in zip(others, loop.reduce_pieces(algorithm.piece, jobs, algorithm.sums),
+                            strict=True):  # fmt: skip
+            totals[i] = found
+    return totals
 
 
 _IMPORTED = True  # the last line: the background thread has finished importing this module

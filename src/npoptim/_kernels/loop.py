@@ -39,6 +39,7 @@ __all__ = [
     "parallel_map",
     "pieces",
     "real_views",
+    "reduce_pieces",
     "run_pieces",
     "scratch",
     "set_num_threads",
@@ -53,6 +54,13 @@ _R = TypeVar("_R")
 
 #: Size in bytes of the pieces an elementwise kernel works on at a time.
 CHUNK_BYTES = 1 << 20
+
+#: Elements of the blocks in which the sums of an algorithm with ``sums`` are taken (see
+#: :func:`reduce_pieces`); the compiled path reads it at each call too.
+REDUCE_BLOCK = 1 << 14
+#: Lanes of a block's sum (see :func:`block_totals`): independent running sums, so that the
+#: compiled kernels add in vectors.
+REDUCE_LANES = 256
 
 #: Parameters of at least this many bytes go to the threads (smaller ones: less work than
 #: the Python that runs it, so threads would only contend for the GIL).
@@ -358,3 +366,69 @@ def job(
 def real_views(roles: Sequence[Sequence[Array] | None], i: int) -> list[Array | None]:
     """Parameter ``i``'s arrays as real views, None for a role the update does not use."""
     return [None if r is None else as_real(r[i]) for r in roles]
+
+
+# ------------------------------------------------------------------------ sums of terms
+def reduce_pieces(piece: Piece, jobs: Sequence[Job], sums: int) -> list[tuple[float, ...]]:
+    """The NumPy path of an algorithm with ``sums`` (see
+    :class:`npoptim._kernels.registry.Algorithm`): ``piece(*arrays, **kwargs)`` over each
+    parameter's pieces, shared among threads, each returning its ``sums`` arrays of terms;
+    returns each parameter's totals.
+
+    The order of the additions is fixed, whatever the threads and the path: a parameter's
+    terms, in the order its pieces cover it, are cut into blocks of :data:`REDUCE_BLOCK`;
+    each block is added up in float64 in :data:`REDUCE_LANES` lanes (:func:`block_totals`),
+    and the block totals from the first block to the last, starting from 0. A piece is a
+    whole number of blocks, so a block never spans two pieces; the compiled path adds in
+    the same order.
+    """
+    tasks: list[tuple[int, Sequence[Array | None], Mapping[str, Any]]] = []
+    for i, (arrays, kwargs) in enumerate(jobs):
+        p = cast(Array, arrays[0])
+        limit = max(1, CHUNK_BYTES // p.itemsize // REDUCE_BLOCK) * REDUCE_BLOCK
+        tasks += [(i, views, kwargs) for views in pieces(arrays, limit)]
+
+    def reduce(task: tuple[int, Sequence[Array | None], Mapping[str, Any]]) -> list[Array]:
+        terms = cast(Sequence[Array], piece(*task[1], **task[2]))
+        return [block_totals(t) for t in terms]
+
+    totals = [[0.0] * sums for _ in jobs]
+    for (i, _, _), found in zip(tasks, parallel_map(reduce, tasks), strict=True):
+        for k, blocks in enumerate(found):
+            totals[i][k] = add_in_order(totals[i][k], blocks)
+    return [tuple(t) for t in totals]
+
+
+def block_totals(terms: Array) -> Array:
+    """The float64 totals of the blocks of :data:`REDUCE_BLOCK` elements of ``terms`` (in
+    C order). Within a block, element ``j`` goes to lane ``j % REDUCE_LANES``; each lane
+    adds its elements in order, and the block's total is its lanes added in order. (A
+    reduction over the first axis of ``(rows, REDUCE_LANES)`` adds row after row, ``cumsum``
+    one element after the other; a plain ``sum`` adds pairwise, an order the compiled
+    kernels would not reproduce.)"""
+    flat = terms.reshape(-1)
+    whole = flat.size // REDUCE_BLOCK  # whole blocks, then maybe a shorter last one
+    totals = np.empty(-(-flat.size // REDUCE_BLOCK))
+    if whole:
+        rows = flat[: whole * REDUCE_BLOCK].reshape(whole, -1, REDUCE_LANES)
+        lanes = rows.sum(axis=1, dtype=np.float64)  # row after row, in each block
+        totals[:whole] = np.cumsum(lanes, axis=1)[:, -1]  # the lanes, first to last
+    last = flat[whole * REDUCE_BLOCK :]
+    if last.size:
+        full = last.size // REDUCE_LANES * REDUCE_LANES
+        if full:
+            lanes = last[:full].reshape(-1, REDUCE_LANES).sum(axis=0, dtype=np.float64)
+            lanes[: last.size - full] += last[full:]
+        else:
+            lanes = last.astype(np.float64)
+        totals[whole] = np.cumsum(lanes)[-1]
+    return totals
+
+
+def add_in_order(total: float, blocks: Array) -> float:
+    """``total`` plus the block totals ``blocks``, one after the other (as Python floats)."""
+    for value in blocks.tolist():
+        total += value
+    return total
+
+

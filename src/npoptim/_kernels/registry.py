@@ -71,15 +71,25 @@ class Algorithm:
             that both paths round alike). Its keys must not depend on the values.
         flags: ``flags(shared, present)``: the flags ``element`` reads; ``present`` tells
             which roles the call has.
+        sums: how many sums over each parameter the update takes (e.g. squared norms, for a
+            trust ratio that a second pass applies). The piece function then returns that
+            many arrays of terms shaped like its piece, and the element update returns the
+            terms after the new values; :func:`npoptim._kernels.elementwise` returns each
+            parameter's totals, added in one fixed order on every path (see
+            :func:`npoptim._kernels.loop.reduce_pieces`). No optional roles then.
+        writes: with ``sums``, the roles the element update returns (and the kernel writes),
+            None for all but the gradient; ``()`` for a pass that only measures.
     """
 
     name: str
     roles: tuple[str, ...]
-    piece: Callable[..., None]
+    piece: Callable[..., Any]
     optional: tuple[str, ...] = ()
     element: Callable[..., Any] | None = None
     scalars: Callable[[Mapping[str, Any], Mapping[str, Sequence[Any]]], Scalars] | None = None
     flags: Callable[[Mapping[str, Any], Mapping[str, bool]], Flags] = field(default=_no_flags)
+    sums: int = 0
+    writes: tuple[str, ...] | None = None
 
     def numbers(
         self,
@@ -113,6 +123,7 @@ ELEMENTWISE: dict[str, str] = {
     "AdEMAMix": "ademamix",
     "AdamWScheduleFree": "schedulefree",
     "SGDScheduleFree": "sgd_schedulefree",
+    "LARS": "lars",
 }
 
 #: The other optimizer classes (updates that are not elementwise), and their modules.
