@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ._docs import _foreach_doc, _fused_doc, _maximize_doc, _params_doc
 from ._kernels import elementwise
 from ._kernels.loop import Array, temporaries
 from ._kernels.registry import Algorithm
@@ -26,11 +27,7 @@ from .optimizer import (
     ParamsT,
     _dense_params_and_grads,
     _eval_closure,
-    _foreach_doc,
-    _fused_doc,
     _hooked_step,
-    _maximize_doc,
-    _params_doc,
     _zeros_like,
 )
 from .parameter import Parameter

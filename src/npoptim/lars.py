@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ._docs import _foreach_doc, _fused_doc, _maximize_doc, _params_doc
 from ._kernels import elementwise
 from ._kernels.loop import Array, temporaries
 from ._kernels.registry import Algorithm
@@ -23,10 +24,6 @@ from .optimizer import (
     Optimizer,
     ParamsT,
     _dense_params_and_grads,
-    _foreach_doc,
-    _fused_doc,
-    _maximize_doc,
-    _params_doc,
     _zeros_like,
 )
 from .parameter import Parameter

@@ -18,12 +18,6 @@ from typing import Any, ClassVar, TypeVar, Union, cast
 
 import numpy as np
 
-# The shared argument documentation lives in npoptim._docs; re-exported for older imports.
-from ._docs import _differentiable_doc as _differentiable_doc
-from ._docs import _foreach_doc as _foreach_doc
-from ._docs import _fused_doc as _fused_doc
-from ._docs import _maximize_doc as _maximize_doc
-from ._docs import _params_doc as _params_doc
 from ._validation import (
     StateKey,
     TypeCheck,

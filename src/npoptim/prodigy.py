@@ -9,6 +9,7 @@ from typing import Any, ClassVar, cast
 
 import numpy as np
 
+from ._docs import _maximize_doc, _params_doc
 from ._kernels.loop import CHUNK_BYTES, Array, as_real, parallel_map, temporaries
 from ._validation import (
     LIKE_PARAM,
@@ -27,8 +28,6 @@ from .optimizer import (
     ParamsT,
     _dense_params_and_grads,
     _eval_closure,
-    _maximize_doc,
-    _params_doc,
     _zeros_like,
 )
 from .parameter import Parameter

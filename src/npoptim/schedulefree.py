@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ._docs import _foreach_doc, _fused_doc, _maximize_doc, _params_doc
 from ._kernels import elementwise
 from ._kernels.element import helper
 from ._kernels.loop import Array, average_of_squares, gradient, temporaries
@@ -26,10 +27,6 @@ from .optimizer import (
     Optimizer,
     ParamsT,
     _dense_params_and_grads,
-    _foreach_doc,
-    _fused_doc,
-    _maximize_doc,
-    _params_doc,
 )
 from .parameter import Parameter
 

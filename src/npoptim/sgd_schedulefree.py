@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ._docs import _foreach_doc, _fused_doc, _maximize_doc, _params_doc
 from ._kernels import elementwise
 from ._kernels.element import decay_flags, gradient
 from ._kernels.loop import Array, temporaries
@@ -15,10 +16,6 @@ from ._kernels.registry import Algorithm
 from ._validation import LIKE_PARAM, StateKey, TypeCheck, check_nonnegative, real
 from .optimizer import (
     ParamsT,
-    _foreach_doc,
-    _fused_doc,
-    _maximize_doc,
-    _params_doc,
 )
 from .parameter import Parameter
 from .schedulefree import ScheduleFree, _lerp, averaging_defaults, averaging_numbers, lerp_to_z
