@@ -93,6 +93,7 @@ import struct
 import tempfile
 import zipfile
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Any, Literal, NoReturn, cast
 
 import numpy as np
@@ -108,6 +109,7 @@ VERSION = 2  # 2: the values of every .npy member are aligned to _ALIGN bytes in
 _ALIGN = 64
 _PADDING_ID = 0xD935  # the zip extra field that pads a local header (as zipalign's)
 _CHUNK = 1 << 22  # bytes per write or read: bounds the extra memory of save
+_THREADED = 1 << 16  # pieces of at least this many bytes have their CRC-32 computed in a thread
 _HEADER_MAX = 1 << 16  # .npy headers longer than this are refused (NumPy writes < 10000)
 _MANIFEST = "__manifest__.npy"
 _DTYPES = {
@@ -435,25 +437,35 @@ def _read_archive(fh: IO[bytes], mapped: memory_map.mmap | None, fmt: str) -> An
         fh.seek(start)
         with zipfile.ZipFile(fh) as zf:
             infos = zf.infolist()
-            decoder = _Decoder(_Members(fh, mapped, size), {i.filename: i for i in infos})
-            if len(decoder.members) != len(infos):
-                _fail("archive has two members with the same name")
-            if _MANIFEST not in decoder.members:
-                _fail(f"not an npoptim checkpoint: archive has no {_MANIFEST}")
-            text = decoder.read_member(_MANIFEST, _DTYPES["uint8"], None).tobytes()
-            manifest = json.loads(text.decode("utf-8"), object_pairs_hook=_unique_keys)
-            _check_header(manifest, fmt)
-            obj = decoder.decode(manifest["root"], ())
-            unused = sorted(set(decoder.members) - decoder.used)
-            if unused:
-                _fail(f"archive members not referenced by the manifest: {unused}")
-            return obj
+            reader = _Members(fh, mapped, size)
+            try:
+                return _decode_archive(reader, infos, fmt)
+            finally:
+                reader.checksums.close()
     except CheckpointError:
         raise
     except RecursionError as e:
         raise CheckpointError("invalid checkpoint: nested too deeply") from e
     except _READ_ERRORS as e:
         raise CheckpointError(f"invalid checkpoint: {type(e).__name__}: {e}") from e
+
+
+def _decode_archive(reader: _Members, infos: list[zipfile.ZipInfo], fmt: str) -> Any:
+    decoder = _Decoder(reader, {i.filename: i for i in infos})
+    if len(decoder.members) != len(infos):
+        _fail("archive has two members with the same name")
+    if _MANIFEST not in decoder.members:
+        _fail(f"not an npoptim checkpoint: archive has no {_MANIFEST}")
+    text = decoder.read_member(_MANIFEST, _DTYPES["uint8"], None).tobytes()
+    reader.checksums.verify()  # the manifest's bytes are checked before they are parsed
+    manifest = json.loads(text.decode("utf-8"), object_pairs_hook=_unique_keys)
+    _check_header(manifest, fmt)
+    obj = decoder.decode(manifest["root"], ())
+    reader.checksums.verify()
+    unused = sorted(set(decoder.members) - decoder.used)
+    if unused:
+        _fail(f"archive members not referenced by the manifest: {unused}")
+    return obj
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -509,6 +521,7 @@ class _Members:
 
     def __init__(self, fh: IO[bytes], mapped: memory_map.mmap | None, size: int) -> None:
         self.fh, self.mapped, self.size = fh, mapped, size
+        self.checksums = _Checksums()
 
     def _read_at(self, offset: int, length: int) -> bytes:
         if self.mapped is not None:
@@ -582,19 +595,68 @@ class _Members:
     def _read_into(
         self, buffer: np.ndarray[Any, Any], offset: int, info: zipfile.ZipInfo, header: bytes
     ) -> None:
-        """Fills ``buffer`` with the bytes at ``offset``, updating the member's CRC-32 with each
-        piece as it arrives (while it is in the cache), and checks it against the directory's."""
-        view, done, crc = buffer.data, 0, zlib.crc32(header)
+        """Fills ``buffer`` with the bytes at ``offset``, handing each piece to the CRC-32 of
+        the member as it arrives (:class:`_Checksums` checks it while the next is read)."""
+        view, done = buffer.data, 0
+        crc = self.checksums.start(info, header)
         self.fh.seek(offset)
         readinto = cast(io.BufferedIOBase, self.fh).readinto
         while done < len(view):
             n = readinto(view[done : done + _CHUNK])
             if not n:
                 _fail(f"member {info.filename} is truncated")
-            crc = zlib.crc32(view[done : done + n], crc)
+            self.checksums.update(crc, view[done : done + n])
             done += n
-        if crc != info.CRC:
-            _fail(f"member {info.filename} fails its CRC-32 check: the file is corrupted")
+
+
+class _Crc:
+    """The running CRC-32 of one member and the value its zip directory entry expects."""
+
+    def __init__(self, info: zipfile.ZipInfo, header: bytes) -> None:
+        self.name, self.expected, self.value = info.filename, info.CRC, zlib.crc32(header)
+
+    def update(self, piece: memoryview) -> None:
+        self.value = zlib.crc32(piece, self.value)
+
+
+class _Checksums:
+    """Checks the CRC-32 of every member read, in a second thread, while the main thread reads
+    on: the pieces of all members queue up for one worker, which extends each member's running
+    CRC-32 by its pieces in order. ``zlib.crc32`` releases the GIL on large buffers, as
+    ``readinto`` does, so a load costs about ``max(read, CRC-32)`` instead of their sum.
+    Pieces smaller than ``_THREADED`` bytes are checked in the calling thread (handing them
+    over would cost more). :meth:`verify` waits for the worker and raises for the first
+    member, in the order read, whose CRC-32 differs from the directory's; :meth:`close` stops
+    the worker (after an error, without checking the pieces still queued)."""
+
+    def __init__(self) -> None:
+        self.members: list[_Crc] = []
+        self.worker: ThreadPoolExecutor | None = None
+
+    def start(self, info: zipfile.ZipInfo, header: bytes) -> _Crc:
+        crc = _Crc(info, header)
+        self.members.append(crc)
+        return crc
+
+    def update(self, crc: _Crc, piece: memoryview) -> None:
+        if len(piece) < _THREADED:
+            crc.update(piece)
+            return
+        if self.worker is None:
+            self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="npoptim-crc32")
+        self.worker.submit(crc.update, piece)  # one worker: the pieces are taken in order
+
+    def verify(self) -> None:
+        self.close(wait_for_all=True)
+        members, self.members = self.members, []
+        for crc in members:
+            if crc.value != crc.expected:
+                _fail(f"member {crc.name} fails its CRC-32 check: the file is corrupted")
+
+    def close(self, wait_for_all: bool = False) -> None:
+        if self.worker is not None:
+            self.worker.shutdown(wait=True, cancel_futures=not wait_for_all)
+            self.worker = None
 
 
 class _Decoder:
