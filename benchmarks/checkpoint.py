@@ -11,7 +11,10 @@ Workloads (float32 parameters, Adam after one step, so the state is ``exp_avg`` 
 * big: one tensor of ``--values`` values (25,000,000 by default: a 200 MB state).
 
 For each library the table gives, in seconds (the median of ``--rounds`` rounds, the libraries
-taking turns within a round so that a disturbance of the machine falls on all of them alike):
+taking turns within a round so that a disturbance of the machine falls on all of them alike,
+after ``--warmup`` untimed rounds: on a virtual machine the first use of memory that the
+process has not used before costs several times a copy, the host backing each page as it is
+first touched, and would fall on whichever step first needs that much memory):
 
 * ``state_dict``: ``optimizer.state_dict()``, and the memory it adds while the returned dict is
   alive (npoptim: what NumPy and Python report to ``tracemalloc``; torch, whose buffers
@@ -69,6 +72,7 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workloads", default="W1,big", help="comma-separated: W1, big")
     parser.add_argument("--values", type=int, default=25_000_000, help="size of 'big'")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
     parser.add_argument("--dir", default=None, help="where to write (default: a temp folder)")
     parser.add_argument("--no-drop-caches", action="store_true", help="skip the cold loads")
     parser.add_argument(
@@ -348,13 +352,14 @@ def main(argv: list[str] | None = None) -> None:
             values = _values(workloads[workload])
             nbytes = 2 * sum(v.nbytes for v in values)  # exp_avg and exp_avg_sq
             samples: dict[str, list[dict[str, float]]] = {k: [] for k in ("raw", *LIBRARIES)}
-            for r in range(args.rounds):
+            for r in range(-args.warmup, args.rounds):
                 order = list(LIBRARIES)[r % 3 :] + list(LIBRARIES)[: r % 3]
                 for library in order:  # the bounds right before each library: same conditions
-                    raw = measure_raw(folder, nbytes, cold)
-                    samples["raw"].append(raw)
-                    out = MEASURE[library](folder, values, cold)
-                    samples[library].append(with_ratios(out, raw))
+                    raw = measure_raw(folder, nbytes, cold and r >= 0)
+                    out = MEASURE[library](folder, values, cold and r >= 0)
+                    if r >= 0:
+                        samples["raw"].append(raw)
+                        samples[library].append(with_ratios(out, raw))
                     gc.collect()
                 print(f"{workload}: round {r + 1}/{args.rounds} done", flush=True)
             table = summarize(samples)
