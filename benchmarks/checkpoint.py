@@ -24,6 +24,8 @@ first touched, and would fall on whichever step first needs that much memory):
   ``torch.save`` and safetensors' ``save_file`` do not fsync, so their ``fsync`` column is the
   time of an ``os.fsync`` run on their file right after, and ``save+fsync`` adds the two;
 * ``load``: reading the file back, from the page cache (the file was just written or read);
+  npoptim's checks every CRC-32 (in a second thread, as it reads); ``load verify=False``:
+  npoptim's without the CRC-32s, which is what torch and safetensors check (nothing);
   ``load cold``: the same after dropping the page cache (``/proc/sys/vm/drop_caches``, which
   needs root; the column is empty where that is refused);
 * ``load mmap``: ``npoptim.load(mmap=True)`` / ``torch.load(mmap=True)`` /
@@ -65,6 +67,7 @@ from step_time import resnet50_shapes
 Shape = tuple[int, ...]
 LIBRARIES = ("npoptim", "torch", "safetensors")
 NPOPTIM_MMAP = "mmap" in inspect.signature(npoptim.load).parameters
+NPOPTIM_VERIFY = "verify" in inspect.signature(npoptim.load).parameters
 
 
 def _parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -200,6 +203,8 @@ def measure_npoptim(folder: str, values: list[np.ndarray], cold: bool) -> dict[s
     out["load"], loaded = _timed(lambda: npoptim.load(path))
     out["load_state_dict"] = _timed(opt.load_state_dict, loaded["optimizer"])[0]
     del loaded
+    if NPOPTIM_VERIFY:
+        out["load verify=False"] = _timed(lambda: npoptim.load(path, verify=False))[0]
     if cold and drop_caches():
         out["load cold"] = _timed(lambda: npoptim.load(path))[0]
     if NPOPTIM_MMAP:
@@ -269,7 +274,8 @@ MEASURE = {"npoptim": measure_npoptim, "torch": measure_torch, "safetensors": me
 
 # ---------------------------------------------------------------------------- report
 COLUMNS = ["state_dict", "state_dict MB", "save", "save peak MB", "fsync", "save+fsync", "load",
-           "load cold", "load mmap", "load_state_dict", "load_state_dict mmap"]  # fmt: skip
+           "load verify=False", "load cold", "load mmap", "load_state_dict",
+           "load_state_dict mmap"]  # fmt: skip
 
 
 def _median(samples: list[dict[str, float]], key: str) -> float | None:
