@@ -12,6 +12,7 @@ import pickle
 import struct
 import sys
 import threading
+import time
 import zipfile
 from typing import Any
 
@@ -625,6 +626,25 @@ def test_pieces_checked_in_the_crc_thread_catch_a_flipped_byte_in_any_piece(
         with pytest.raises(CheckpointError, match="member arr_0.npy fails its CRC-32 check"):
             load_bytes(bytes(data))
     assert crc_threads() == []  # the worker is stopped, after an error too
+
+
+def test_a_short_last_piece_is_checked_after_the_pieces_before_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a slow CRC-32 thread: the main thread reads the 8-byte last piece long before the
+    # thread is done with the first, and the CRC-32 must still take the pieces in order
+    monkeypatch.setattr(serialization, "_CHUNK", 1024)
+    monkeypatch.setattr(serialization, "_THREADED", 512)
+    update = serialization._Crc.update
+
+    def slow_in_the_thread(self: Any, piece: memoryview) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            time.sleep(0.01)
+        update(self, piece)
+
+    monkeypatch.setattr(serialization._Crc, "update", slow_in_the_thread)
+    values = np.arange(129.0)  # 1032 bytes: pieces of 1024 and 8
+    assert_identical(load_bytes(to_bytes([values, values + 1])), [values, values + 1])
 
 
 def test_an_error_while_pieces_are_queued_stops_the_crc_thread(

@@ -112,7 +112,7 @@ VERSION = 2  # 2: the values of every .npy member are aligned to _ALIGN bytes in
 _ALIGN = 64
 _PADDING_ID = 0xD935  # the zip extra field that pads a local header (as zipalign's)
 _CHUNK = 1 << 22  # bytes per write or read: bounds the extra memory of save
-_THREADED = 1 << 16  # pieces of at least this many bytes have their CRC-32 computed in a thread
+_THREADED = 1 << 16  # members of at least this many bytes have their CRC-32 computed in a thread
 _HEADER_MAX = 1 << 16  # .npy headers longer than this are refused (NumPy writes < 10000)
 _MANIFEST = "__manifest__.npy"
 _DTYPES = {
@@ -635,6 +635,7 @@ class _Crc:
 
     def __init__(self, info: zipfile.ZipInfo, header: bytes) -> None:
         self.name, self.expected, self.value = info.filename, info.CRC, zlib.crc32(header)
+        self.threaded = info.file_size >= _THREADED  # all its pieces in one thread, in order
 
     def update(self, piece: memoryview) -> None:
         self.value = zlib.crc32(piece, self.value)
@@ -645,7 +646,7 @@ class _Checksums:
     on: the pieces of all members queue up for one worker, which extends each member's running
     CRC-32 by its pieces in order. ``zlib.crc32`` releases the GIL on large buffers, as
     ``readinto`` does, so a load costs about ``max(read, CRC-32)`` instead of their sum.
-    Pieces smaller than ``_THREADED`` bytes are checked in the calling thread (handing them
+    Members smaller than ``_THREADED`` bytes are checked in the calling thread (handing them
     over would cost more). :meth:`verify` waits for the worker and raises for the first
     member, in the order read, whose CRC-32 differs from the directory's; :meth:`close` stops
     the worker (after an error, without checking the pieces still queued)."""
@@ -663,7 +664,7 @@ class _Checksums:
     def update(self, crc: _Crc, piece: memoryview) -> None:
         if not self.enabled:
             return
-        if len(piece) < _THREADED:
+        if not crc.threaded:
             crc.update(piece)
             return
         if self.worker is None:
