@@ -7,7 +7,8 @@
 Every property runs in both load modes: ``plain`` (``load`` of a file object: every byte read
 and its CRC-32 checked; here with 64-byte pieces, each checked in the CRC-32 thread, the path a
 large checkpoint takes) and ``mmap`` (``load(path, mmap=True)`` of a file: only the structure
-checked, arrays mapped; a damaged file must still never crash the process).
+checked, arrays mapped; a damaged file must still never crash the process). Changed bytes are
+also loaded with ``mmap=True, verify=True`` (the mapped values' CRC-32s checked).
 
 Run with ``pytest tests/test_serialization_properties.py --hypothesis-show-statistics`` to see
 how many cases each property generated and, for the corruption properties, how often ``load``
@@ -114,7 +115,7 @@ def load_in(mode: str, data: bytes) -> Any:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        return load(path, mmap=True)
+        return load(path, mmap=True, verify=mode == "mmap+verify")
     finally:
         os.unlink(path)  # the mapping, if any, keeps the file's pages alive
 
@@ -388,7 +389,7 @@ def test_truncated_checkpoints_raise_checkpoint_error(
         load_in(mode, full[:cut])
 
 
-@pytest.mark.parametrize("mode", LOAD_MODES)
+@pytest.mark.parametrize("mode", [*LOAD_MODES, "mmap+verify"])
 @examples(300)
 @given(small_structures, st.data())
 def test_checkpoints_with_changed_bytes_load_or_raise_checkpoint_error(
