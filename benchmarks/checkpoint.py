@@ -12,9 +12,12 @@ Workloads (float32 parameters, Adam after one step, so the state is ``exp_avg`` 
 
 For each library the table gives, in seconds (the median of ``--rounds`` rounds, the libraries
 taking turns within a round so that a disturbance of the machine falls on all of them alike,
-after ``--warmup`` untimed rounds: on a virtual machine the first use of memory that the
-process has not used before costs several times a copy, the host backing each page as it is
-first touched, and would fall on whichever step first needs that much memory):
+after ``--warmup`` untimed rounds). Right before each timed call, twice the state's bytes are
+allocated, touched and freed (untimed; ``--no-warm-memory`` skips it): a virtual machine that
+hands free memory back to its host (this one's balloon reports free pages after a few
+seconds) makes the first touch of memory the process has not used lately cost several times a
+copy, the host backing each page again, and that cost would fall on whichever step happens to
+need the most new memory rather than on the library:
 
 * ``state_dict``: ``optimizer.state_dict()``, and the memory it adds while the returned dict is
   alive (npoptim: what NumPy and Python report to ``tracemalloc``; torch, whose buffers
@@ -76,6 +79,9 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--values", type=int, default=25_000_000, help="size of 'big'")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
+    parser.add_argument(
+        "--no-warm-memory", action="store_true", help="no memory touched before each call"
+    )
     parser.add_argument("--dir", default=None, help="where to write (default: a temp folder)")
     parser.add_argument("--no-drop-caches", action="store_true", help="skip the cold loads")
     parser.add_argument(
@@ -108,7 +114,12 @@ def drop_caches() -> bool:
         return False
 
 
+WARM_BYTES = [0]  # set per workload: the memory touched and freed before each timed call
+
+
 def _timed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[float, Any]:
+    if WARM_BYTES[0]:
+        np.ones(WARM_BYTES[0], dtype=np.uint8)  # touched, then freed: see the docstring
     start = time.perf_counter()
     result = fn(*args, **kwargs)
     return time.perf_counter() - start, result
@@ -357,6 +368,7 @@ def main(argv: list[str] | None = None) -> None:
         for workload in chosen:
             values = _values(workloads[workload])
             nbytes = 2 * sum(v.nbytes for v in values)  # exp_avg and exp_avg_sq
+            WARM_BYTES[0] = 0 if args.no_warm_memory else 2 * nbytes
             samples: dict[str, list[dict[str, float]]] = {k: [] for k in ("raw", *LIBRARIES)}
             for r in range(-args.warmup, args.rounds):
                 order = list(LIBRARIES)[r % 3 :] + list(LIBRARIES)[: r % 3]
