@@ -11,7 +11,13 @@ Workloads (float32 parameters, Adam after one step, so the state is ``exp_avg`` 
 * big: one tensor of ``--values`` values (25,000,000 by default: a 200 MB state).
 
 For each library the table gives, in seconds (the median of ``--rounds`` rounds, the libraries
-taking turns within a round so that a disturbance of the machine falls on all of them alike):
+taking turns within a round so that a disturbance of the machine falls on all of them alike,
+after ``--warmup`` untimed rounds). Right before each timed call, twice the state's bytes are
+allocated, touched and freed (untimed; ``--no-warm-memory`` skips it): a virtual machine that
+hands free memory back to its host (this one's balloon reports free pages after a few
+seconds) makes the first touch of memory the process has not used lately cost several times a
+copy, the host backing each page again, and that cost would fall on whichever step happens to
+need the most new memory rather than on the library:
 
 * ``state_dict``: ``optimizer.state_dict()``, and the memory it adds while the returned dict is
   alive (npoptim: what NumPy and Python report to ``tracemalloc``; torch, whose buffers
@@ -21,6 +27,8 @@ taking turns within a round so that a disturbance of the machine falls on all of
   ``torch.save`` and safetensors' ``save_file`` do not fsync, so their ``fsync`` column is the
   time of an ``os.fsync`` run on their file right after, and ``save+fsync`` adds the two;
 * ``load``: reading the file back, from the page cache (the file was just written or read);
+  npoptim's checks every CRC-32 (in a second thread, as it reads); ``load verify=False``:
+  npoptim's without the CRC-32s, which is what torch and safetensors check (nothing);
   ``load cold``: the same after dropping the page cache (``/proc/sys/vm/drop_caches``, which
   needs root; the column is empty where that is refused);
 * ``load mmap``: ``npoptim.load(mmap=True)`` / ``torch.load(mmap=True)`` /
@@ -62,6 +70,7 @@ from step_time import resnet50_shapes
 Shape = tuple[int, ...]
 LIBRARIES = ("npoptim", "torch", "safetensors")
 NPOPTIM_MMAP = "mmap" in inspect.signature(npoptim.load).parameters
+NPOPTIM_VERIFY = "verify" in inspect.signature(npoptim.load).parameters
 
 
 def _parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -69,6 +78,10 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workloads", default="W1,big", help="comma-separated: W1, big")
     parser.add_argument("--values", type=int, default=25_000_000, help="size of 'big'")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
+    parser.add_argument(
+        "--no-warm-memory", action="store_true", help="no memory touched before each call"
+    )
     parser.add_argument("--dir", default=None, help="where to write (default: a temp folder)")
     parser.add_argument("--no-drop-caches", action="store_true", help="skip the cold loads")
     parser.add_argument(
@@ -101,7 +114,12 @@ def drop_caches() -> bool:
         return False
 
 
+WARM_BYTES = [0]  # set per workload: the memory touched and freed before each timed call
+
+
 def _timed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[float, Any]:
+    if WARM_BYTES[0]:
+        np.ones(WARM_BYTES[0], dtype=np.uint8)  # touched, then freed: see the docstring
     start = time.perf_counter()
     result = fn(*args, **kwargs)
     return time.perf_counter() - start, result
@@ -196,6 +214,8 @@ def measure_npoptim(folder: str, values: list[np.ndarray], cold: bool) -> dict[s
     out["load"], loaded = _timed(lambda: npoptim.load(path))
     out["load_state_dict"] = _timed(opt.load_state_dict, loaded["optimizer"])[0]
     del loaded
+    if NPOPTIM_VERIFY:
+        out["load verify=False"] = _timed(lambda: npoptim.load(path, verify=False))[0]
     if cold and drop_caches():
         out["load cold"] = _timed(lambda: npoptim.load(path))[0]
     if NPOPTIM_MMAP:
@@ -265,7 +285,8 @@ MEASURE = {"npoptim": measure_npoptim, "torch": measure_torch, "safetensors": me
 
 # ---------------------------------------------------------------------------- report
 COLUMNS = ["state_dict", "state_dict MB", "save", "save peak MB", "fsync", "save+fsync", "load",
-           "load cold", "load mmap", "load_state_dict", "load_state_dict mmap"]  # fmt: skip
+           "load verify=False", "load cold", "load mmap", "load_state_dict",
+           "load_state_dict mmap"]  # fmt: skip
 
 
 def _median(samples: list[dict[str, float]], key: str) -> float | None:
@@ -347,14 +368,16 @@ def main(argv: list[str] | None = None) -> None:
         for workload in chosen:
             values = _values(workloads[workload])
             nbytes = 2 * sum(v.nbytes for v in values)  # exp_avg and exp_avg_sq
+            WARM_BYTES[0] = 0 if args.no_warm_memory else 2 * nbytes
             samples: dict[str, list[dict[str, float]]] = {k: [] for k in ("raw", *LIBRARIES)}
-            for r in range(args.rounds):
+            for r in range(-args.warmup, args.rounds):
                 order = list(LIBRARIES)[r % 3 :] + list(LIBRARIES)[: r % 3]
                 for library in order:  # the bounds right before each library: same conditions
-                    raw = measure_raw(folder, nbytes, cold)
-                    samples["raw"].append(raw)
-                    out = MEASURE[library](folder, values, cold)
-                    samples[library].append(with_ratios(out, raw))
+                    raw = measure_raw(folder, nbytes, cold and r >= 0)
+                    out = MEASURE[library](folder, values, cold and r >= 0)
+                    if r >= 0:
+                        samples["raw"].append(raw)
+                        samples[library].append(with_ratios(out, raw))
                     gc.collect()
                 print(f"{workload}: round {r + 1}/{args.rounds} done", flush=True)
             table = summarize(samples)

@@ -6,7 +6,11 @@
 For each world size K (one ``mpiexec -n K`` job each, one thread per rank), ZeRO Adam over
 ResNet-50's parameter shapes (the step-time benchmark's W1, float32, 25,557,032 values; or the
 first ``--values`` of them) takes one step, so that its state (``exp_avg``, ``exp_avg_sq``,
-``step``) exists, then, in each round, after a barrier, timed on the slowest rank:
+``step``) exists, then, in each round (after ``--warmup`` untimed ones), after a barrier,
+timed on the slowest rank (before each, every rank touches and frees twice its share of the
+state, untimed, as ``checkpoint.py`` does and for the same reason: on a virtual machine that
+hands free memory back to its host, memory a process has not used lately costs several times a
+copy to touch again; ``--no-warm-memory`` skips it):
 
 * **sharded save**: :func:`npoptim.distributed.save_sharded` (each rank writes its shard,
   fsync-ed, then rank 0 the manifest);
@@ -55,6 +59,10 @@ def _parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ranks", type=int, nargs="+", default=[4, 2, 1])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
+    parser.add_argument(
+        "--no-warm-memory", action="store_true", help="no memory touched before each call"
+    )
     parser.add_argument("--values", type=int, default=0, help="first values of W1 (0: all)")
     parser.add_argument("--dir", default="", help="folder for the files (default: a temp one)")
     parser.add_argument(
@@ -105,7 +113,11 @@ def job(args: argparse.Namespace) -> None:
     target = ZeroRedundancyOptimizer(params, npoptim.Adam, lr=1e-3)
     sharded, consolidated = folder / f"sharded_{world}.npz", folder / f"consolidated_{world}.npz"
 
+    warm = 0 if args.no_warm_memory else 2 * state_bytes(zero.optim.state)
+
     def timed(fn: Callable[[], None]) -> float:
+        if warm:
+            np.ones(warm, dtype=np.uint8)  # touched and freed: see the docstring
         comm.Barrier()
         start = time.perf_counter()
         fn()
@@ -126,11 +138,17 @@ def job(args: argparse.Namespace) -> None:
         "consolidated save": [],
         "consolidated load": [],
     }
-    for _ in range(args.rounds):
-        samples["sharded save"].append(timed(lambda: save_sharded(zero, sharded)))
-        samples["sharded load"].append(timed(lambda: load_sharded(target, sharded)))
-        samples["consolidated save"].append(timed(consolidated_save))
-        samples["consolidated load"].append(timed(consolidated_load))
+    operations = {
+        "sharded save": lambda: save_sharded(zero, sharded),
+        "sharded load": lambda: load_sharded(target, sharded),
+        "consolidated save": consolidated_save,
+        "consolidated load": consolidated_load,
+    }
+    for r in range(-args.warmup, args.rounds):
+        for name, operation in operations.items():
+            elapsed = timed(operation)
+            if r >= 0:
+                samples[name].append(elapsed)
     total_state = int(comm.allreduce(state_bytes(zero.optim.state)))
     result: dict[str, Any] = {
         "ranks": world,
@@ -145,10 +163,10 @@ def job(args: argparse.Namespace) -> None:
     if world == 1 and plain_source.exists():
         plain = npoptim.Adam(params, lr=1e-3)
         times = []
-        for _ in range(args.rounds):
-            start = time.perf_counter()
-            load_sharded(plain, plain_source)
-            times.append(time.perf_counter() - start)
+        for r in range(-args.warmup, args.rounds):
+            elapsed = timed(lambda: load_sharded(plain, plain_source))
+            if r >= 0:
+                times.append(elapsed)
         result["samples_s"]["plain Adam loads the 4-rank sharded checkpoint"] = times
     if rank == 0:
         Path(args.inside).write_text(json.dumps(result))
@@ -173,6 +191,7 @@ def main(args: argparse.Namespace) -> None:
             out = folder / f"job_{k}.json"
             command = [mpiexec(), "-n", str(k), sys.executable, __file__, "--inside", str(out)]
             command += ["--dir", str(folder), "--rounds", str(args.rounds)]
+            command += ["--warmup", str(args.warmup)] + ["--no-warm-memory"] * args.no_warm_memory
             command += ["--values", str(args.values)]
             subprocess.run(command, check=True, env=env, timeout=1800)
             jobs.append(json.loads(out.read_text()))

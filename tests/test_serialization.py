@@ -11,6 +11,8 @@ import pathlib
 import pickle
 import struct
 import sys
+import threading
+import time
 import zipfile
 from typing import Any
 
@@ -600,6 +602,68 @@ def test_flipped_byte_in_array_data_fails_the_checksum() -> None:
     data[start + 10] ^= 0xFF
     with pytest.raises(CheckpointError, match="CRC"):
         load_bytes(bytes(data))
+
+
+def crc_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("npoptim-crc32")]
+
+
+@pytest.mark.parametrize("where", ["none", "first", "middle", "last"])
+def test_pieces_checked_in_the_crc_thread_catch_a_flipped_byte_in_any_piece(
+    monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    # 1 KiB pieces, each handed to the CRC-32 thread: a 16 KiB array arrives in 16 of them
+    monkeypatch.setattr(serialization, "_CHUNK", 1024)
+    monkeypatch.setattr(serialization, "_THREADED", 512)
+    values = np.arange(2048, dtype=np.float64)
+    data = bytearray(to_bytes({"a": values, "b": values[::-1].copy()}))
+    start = data.index(values.tobytes())  # the bytes of "a" in the file
+    position = {"first": 3, "middle": 8 * 1024 + 5, "last": 16 * 1024 - 1}.get(where)
+    if position is None:
+        assert_identical(load_bytes(bytes(data)), {"a": values, "b": values[::-1].copy()})
+    else:
+        data[start + position] ^= 0x01
+        with pytest.raises(CheckpointError, match="member arr_0.npy fails its CRC-32 check"):
+            load_bytes(bytes(data))
+    assert crc_threads() == []  # the worker is stopped, after an error too
+
+
+def test_a_short_last_piece_is_checked_after_the_pieces_before_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a slow CRC-32 thread: the main thread reads the 8-byte last piece long before the
+    # thread is done with the first, and the CRC-32 must still take the pieces in order
+    monkeypatch.setattr(serialization, "_CHUNK", 1024)
+    monkeypatch.setattr(serialization, "_THREADED", 512)
+    update = serialization._Crc.update
+
+    def slow_in_the_thread(self: Any, piece: memoryview) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            time.sleep(0.01)
+        update(self, piece)
+
+    monkeypatch.setattr(serialization._Crc, "update", slow_in_the_thread)
+    values = np.arange(129.0)  # 1032 bytes: pieces of 1024 and 8
+    assert_identical(load_bytes(to_bytes([values, values + 1])), [values, values + 1])
+
+
+def test_an_error_while_pieces_are_queued_stops_the_crc_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(serialization, "_CHUNK", 1024)
+    monkeypatch.setattr(serialization, "_THREADED", 512)
+    data = to_bytes({"a": np.arange(4096.0), "b": np.arange(4096.0)})
+    second = data.index(b"'descr': '<f8'", data.index(b"arr_1.npy"))
+    data = data[:second] + b"'descr': '<i8'" + data[second + 14 :]  # refused after "a" is read
+    with pytest.raises(CheckpointError, match="arr_1.npy has dtype int64"):
+        load_bytes(data)
+    assert crc_threads() == []
+
+
+def test_a_large_array_round_trips_through_the_crc_thread_with_the_default_pieces() -> None:
+    values = np.random.default_rng(0).standard_normal(3 * (1 << 20) // 8 + 5)  # 3 MiB + 40 B
+    assert values.nbytes > serialization._THREADED
+    assert_identical(load_bytes(to_bytes([values, values[:7].copy()])), [values, values[:7]])
 
 
 def test_manifest_that_is_not_json_raises_checkpoint_error() -> None:

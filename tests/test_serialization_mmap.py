@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import npoptim
-from npoptim import Parameter
+from npoptim import Parameter, serialization
 from npoptim.parameter import SparseGrad
 from npoptim.serialization import CheckpointError, load, save
 from test_serialization import assert_identical
@@ -199,12 +199,69 @@ def test_a_changed_value_is_caught_by_the_crc_in_plain_mode_and_mapped_as_is_wit
     path = tmp_path / "ckpt.npz"
     save({"w": np.zeros(64)}, path)
     data = bytearray(path.read_bytes())
-    start = data_offsets(path)["arr_0.npy"] + npy_header_length(path, data_offsets(path)["arr_0.npy"])
+    start = data_offsets(path)["arr_0.npy"] + npy_header_length(
+        path, data_offsets(path)["arr_0.npy"]
+    )
     data[start] = 0x3F
     path.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="CRC-32"):
         load(path)
     assert load(path, mmap=True)["w"][0] != 0.0  # documented: mmap checks structure only
+
+
+def flip_first_value(path: pathlib.Path) -> None:
+    data = bytearray(path.read_bytes())
+    offset = data_offsets(path)["arr_0.npy"]
+    data[offset + npy_header_length(path, offset)] ^= 0x40
+    path.write_bytes(bytes(data))
+
+
+def test_verify_false_loads_a_changed_value_as_it_is_and_still_checks_the_structure(
+    tmp_path: pathlib.Path,
+) -> None:
+    path = tmp_path / "ckpt.npz"
+    save({"w": np.zeros(64)}, path)
+    flip_first_value(path)
+    loaded = load(path, verify=False)["w"]
+    assert loaded[0] != 0.0 and loaded.flags.writeable  # what torch.load does always
+    assert np.all(loaded[1:] == 0.0)
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(CheckpointError):
+        load(truncated, verify=False)
+
+
+@pytest.mark.parametrize("big", [False, True], ids=["one piece", "pieces in the thread"])
+def test_verify_true_with_mmap_checks_the_crc_of_the_mapped_values(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, big: bool
+) -> None:
+    if big:
+        monkeypatch.setattr(serialization, "_CHUNK", 1024)
+        monkeypatch.setattr(serialization, "_THREADED", 512)
+    path = tmp_path / "ckpt.npz"
+    values = {"w": np.arange(2048.0), "empty": np.zeros((0, 3))}
+    save(values, path)
+    assert_identical(load(path, mmap=True, verify=True), values)
+    flip_first_value(path)
+    with pytest.raises(CheckpointError, match="arr_0.npy fails its CRC-32 check"):
+        load(path, mmap=True, verify=True)
+    assert load(path, mmap=True)["w"][0] != 0.0  # the default with mmap: structure only
+
+
+def test_verify_true_with_mmap_checks_the_header_of_an_empty_array(
+    tmp_path: pathlib.Path,
+) -> None:
+    path = tmp_path / "ckpt.npz"
+    save({"empty": np.zeros((0, 3))}, path)
+    data = bytearray(path.read_bytes())
+    offset = data_offsets(path)["arr_0.npy"]
+    end = offset + npy_header_length(path, offset) - 1  # the padding before the header's "\n"
+    assert data[end] == ord("\n") and data[end - 1] == ord(" ")
+    data[end - 1] = ord("\t")  # still a valid header, with other bytes
+    path.write_bytes(bytes(data))
+    assert load(path, mmap=True)["empty"].shape == (0, 3)
+    with pytest.raises(CheckpointError, match="arr_0.npy fails its CRC-32 check"):
+        load(path, mmap=True, verify=True)
 
 
 # --- loading into an optimizer ---------------------------------------------------------------
@@ -225,9 +282,7 @@ def test_load_state_dict_from_a_mapped_checkpoint_copies_into_writeable_state(
     for p, q in zip(params, twins, strict=True):
         for key in ("exp_avg", "exp_avg_sq"):
             assert twin_opt.state[q][key].flags.writeable
-            assert mapped_base(twin_opt.state[q][key]) is not mapped_base(
-                mapped["state"][0][key]
-            )
+            assert mapped_base(twin_opt.state[q][key]) is not mapped_base(mapped["state"][0][key])
             np.testing.assert_array_equal(twin_opt.state[q][key], opt.state[p][key])
     for group in (params, twins):
         for p in group:

@@ -5,8 +5,10 @@
    with a mutated manifest), it either returns a saveable object or raises CheckpointError.
 
 Every property runs in both load modes: ``plain`` (``load`` of a file object: every byte read
-and its CRC-32 checked) and ``mmap`` (``load(path, mmap=True)`` of a file: only the structure
-checked, arrays mapped; a damaged file must still never crash the process).
+and its CRC-32 checked; here with 64-byte pieces, each checked in the CRC-32 thread, the path a
+large checkpoint takes) and ``mmap`` (``load(path, mmap=True)`` of a file: only the structure
+checked, arrays mapped; a damaged file must still never crash the process). Changed bytes are
+also loaded with ``mmap=True, verify=True`` (the mapped values' CRC-32s checked).
 
 Run with ``pytest tests/test_serialization_properties.py --hypothesis-show-statistics`` to see
 how many cases each property generated and, for the corruption properties, how often ``load``
@@ -26,6 +28,7 @@ import struct
 import tempfile
 import zipfile
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import numpy.lib.format as npy
@@ -36,7 +39,7 @@ from hypothesis.extra import numpy as hnp
 
 import npoptim
 from configs import CONFIGS
-from npoptim import Parameter, SparseGrad
+from npoptim import Parameter, SparseGrad, serialization
 from npoptim.serialization import CheckpointError, load, save
 
 NUMERIC_DTYPES = [
@@ -103,12 +106,16 @@ _FILES = tempfile.TemporaryDirectory(prefix="npoptim-properties-")  # removed at
 def load_in(mode: str, data: bytes) -> Any:
     """``load`` of ``data`` from a file object (plain) or memory-mapped from a file (mmap)."""
     if mode == "plain":
-        return load(io.BytesIO(data))
+        with (
+            mock.patch.object(serialization, "_CHUNK", 64),
+            mock.patch.object(serialization, "_THREADED", 1),
+        ):
+            return load(io.BytesIO(data))
     fd, path = tempfile.mkstemp(dir=_FILES.name, suffix=".npz")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        return load(path, mmap=True)
+        return load(path, mmap=True, verify=mode == "mmap+verify")
     finally:
         os.unlink(path)  # the mapping, if any, keeps the file's pages alive
 
@@ -382,7 +389,7 @@ def test_truncated_checkpoints_raise_checkpoint_error(
         load_in(mode, full[:cut])
 
 
-@pytest.mark.parametrize("mode", LOAD_MODES)
+@pytest.mark.parametrize("mode", [*LOAD_MODES, "mmap+verify"])
 @examples(300)
 @given(small_structures, st.data())
 def test_checkpoints_with_changed_bytes_load_or_raise_checkpoint_error(

@@ -51,14 +51,17 @@ Speed and memory:
   written from its own memory; any other one, or a big-endian one, through a 4 MiB buffer),
   so its extra memory is bounded whatever the size of the state. The zip CRC-32 of a member
   is computed on each 4 MiB piece as it is written.
-* ``load`` reads each array straight into its final buffer, checking the CRC-32 of each piece
-  as it arrives: one pass over the bytes.
+* ``load`` reads each array straight into its final buffer in 4 MiB pieces and hands each
+  piece to a second thread, which extends the member's CRC-32 while the next piece is read:
+  one pass over the bytes, costing about ``max(read, CRC-32)`` where a core is free
+  (``verify=False`` skips the CRC-32s).
 * ``load(path, mmap=True)`` reads only the zip directory, the manifest and the ``.npy``
   headers, and returns arrays that are read-only views of a memory map of the file. It checks
   the structure (every member, header and array lies within the file and agrees with the
   manifest, so that no array reaches past the end of the file) but not the CRC-32s, which
-  would mean reading every byte. Truncating the file while its arrays are alive is not
-  allowed (the operating system kills a process that reads a mapped page past the end).
+  would mean reading every byte (``verify=True`` does that). Truncating the file while its
+  arrays are alive is not allowed (the operating system kills a process that reads a mapped
+  page past the end).
 
 Saving to a path is atomic and durable: the archive is written to a temporary file in the same
 folder, flushed, ``fsync``-ed and renamed over the target, and the folder is ``fsync``-ed, so a
@@ -93,6 +96,7 @@ import struct
 import tempfile
 import zipfile
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Any, Literal, NoReturn, cast
 
 import numpy as np
@@ -108,6 +112,7 @@ VERSION = 2  # 2: the values of every .npy member are aligned to _ALIGN bytes in
 _ALIGN = 64
 _PADDING_ID = 0xD935  # the zip extra field that pads a local header (as zipalign's)
 _CHUNK = 1 << 22  # bytes per write or read: bounds the extra memory of save
+_THREADED = 1 << 16  # members of at least this many bytes have their CRC-32 computed in a thread
 _HEADER_MAX = 1 << 16  # .npy headers longer than this are refused (NumPy writes < 10000)
 _MANIFEST = "__manifest__.npy"
 _DTYPES = {
@@ -377,7 +382,7 @@ def _write_array(member: IO[bytes], array: np.ndarray[Any, Any]) -> None:
         member.write(np.ascontiguousarray(piece).view(np.uint8).data)
 
 
-def load(f: PathOrFile, *, mmap: bool = False) -> Any:
+def load(f: PathOrFile, *, mmap: bool = False, verify: bool | None = None) -> Any:
     """Load an object written by :func:`save`; never unpickles.
 
     Args:
@@ -385,7 +390,13 @@ def load(f: PathOrFile, *, mmap: bool = False) -> Any:
         mmap: memory-map the file instead of reading it (``f`` must be a path): the arrays
             are read-only views of the file, read from disk only when used, and the load
             takes the time of reading the manifest. ``load_state_dict`` copies from them.
-            The CRC-32s are not checked (that would read every byte); the structure is.
+        verify: check every array's CRC-32. By default (``None``) on for a plain load (in
+            the same pass as the reading, in a second thread) and off with ``mmap=True``
+            (which would have to read every byte). ``False`` skips the check of a plain load
+            (a damaged value then loads as it is, as with ``torch.load``); ``True`` with
+            ``mmap=True`` reads the mapped file once to check it. The structure (every
+            member, header and array within the file and as the manifest says) is always
+            checked.
 
     Returns:
         The saved object, with the same types, dict key order, dtypes, shapes and values.
@@ -402,19 +413,19 @@ def load(f: PathOrFile, *, mmap: bool = False) -> Any:
         >>> state_dict = load("ckpt.npz")["optimizer"]  # doctest: +SKIP
         >>> state_dict = load("ckpt.npz", mmap=True)["optimizer"]  # doctest: +SKIP
     """
-    return _load(f, mmap, FORMAT)
+    return _load(f, mmap, FORMAT, not mmap if verify is None else verify)
 
 
-def _load(f: PathOrFile, mmap: bool, fmt: str) -> Any:
+def _load(f: PathOrFile, mmap: bool, fmt: str, verify: bool = True) -> Any:
     """:func:`load` of a file whose manifest's format name must be ``fmt``."""
     if isinstance(f, (str, os.PathLike)):
         with open(f, "rb") as fh:
-            return _read_archive(fh, _map(fh) if mmap else None, fmt)
+            return _read_archive(fh, _map(fh) if mmap else None, fmt, verify)
     if mmap:
         raise ValueError("load(f, mmap=True) needs f to be a path, got a file object")
     if not getattr(f, "seekable", lambda: False)():
-        return _read_archive(io.BytesIO(f.read()), None, fmt)
-    return _read_archive(f, None, fmt)
+        return _read_archive(io.BytesIO(f.read()), None, fmt, verify)
+    return _read_archive(f, None, fmt, verify)
 
 
 def _map(fh: IO[bytes]) -> memory_map.mmap:
@@ -428,32 +439,42 @@ def _fail(message: str) -> NoReturn:
     raise CheckpointError(message)
 
 
-def _read_archive(fh: IO[bytes], mapped: memory_map.mmap | None, fmt: str) -> Any:
+def _read_archive(fh: IO[bytes], mapped: memory_map.mmap | None, fmt: str, verify: bool) -> Any:
     try:
         start = fh.tell()
         size = fh.seek(0, io.SEEK_END)  # members can't reach beyond the end of the file
         fh.seek(start)
         with zipfile.ZipFile(fh) as zf:
             infos = zf.infolist()
-            decoder = _Decoder(_Members(fh, mapped, size), {i.filename: i for i in infos})
-            if len(decoder.members) != len(infos):
-                _fail("archive has two members with the same name")
-            if _MANIFEST not in decoder.members:
-                _fail(f"not an npoptim checkpoint: archive has no {_MANIFEST}")
-            text = decoder.read_member(_MANIFEST, _DTYPES["uint8"], None).tobytes()
-            manifest = json.loads(text.decode("utf-8"), object_pairs_hook=_unique_keys)
-            _check_header(manifest, fmt)
-            obj = decoder.decode(manifest["root"], ())
-            unused = sorted(set(decoder.members) - decoder.used)
-            if unused:
-                _fail(f"archive members not referenced by the manifest: {unused}")
-            return obj
+            reader = _Members(fh, mapped, size, verify)
+            try:
+                return _decode_archive(reader, infos, fmt)
+            finally:
+                reader.checksums.close()
     except CheckpointError:
         raise
     except RecursionError as e:
         raise CheckpointError("invalid checkpoint: nested too deeply") from e
     except _READ_ERRORS as e:
         raise CheckpointError(f"invalid checkpoint: {type(e).__name__}: {e}") from e
+
+
+def _decode_archive(reader: _Members, infos: list[zipfile.ZipInfo], fmt: str) -> Any:
+    decoder = _Decoder(reader, {i.filename: i for i in infos})
+    if len(decoder.members) != len(infos):
+        _fail("archive has two members with the same name")
+    if _MANIFEST not in decoder.members:
+        _fail(f"not an npoptim checkpoint: archive has no {_MANIFEST}")
+    text = decoder.read_member(_MANIFEST, _DTYPES["uint8"], None).tobytes()
+    reader.checksums.verify()  # the manifest's bytes are checked before they are parsed
+    manifest = json.loads(text.decode("utf-8"), object_pairs_hook=_unique_keys)
+    _check_header(manifest, fmt)
+    obj = decoder.decode(manifest["root"], ())
+    reader.checksums.verify()
+    unused = sorted(set(decoder.members) - decoder.used)
+    if unused:
+        _fail(f"archive members not referenced by the manifest: {unused}")
+    return obj
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -507,8 +528,11 @@ class _Members:
     the file before anything is read or mapped.
     """
 
-    def __init__(self, fh: IO[bytes], mapped: memory_map.mmap | None, size: int) -> None:
+    def __init__(
+        self, fh: IO[bytes], mapped: memory_map.mmap | None, size: int, verify: bool
+    ) -> None:
         self.fh, self.mapped, self.size = fh, mapped, size
+        self.checksums = _Checksums(verify)
 
     def _read_at(self, offset: int, length: int) -> bytes:
         if self.mapped is not None:
@@ -571,6 +595,8 @@ class _Members:
             flat = np.empty(count, dtype=header_dtype)
             if self.mapped is None:
                 self._read_into(flat.view(np.uint8), offset + header_size, info, head[:header_size])
+        if self.mapped is not None and self.checksums.enabled:
+            self._check_mapped(flat.view(np.uint8), info, head[:header_size])
         if dtype.kind == "b" and np.any(flat.view(np.uint8) > 1):
             _fail(f"member {name} holds bool values other than 0 and 1")
         order: Literal["C", "F"] = "F" if fortran else "C"
@@ -582,19 +608,80 @@ class _Members:
     def _read_into(
         self, buffer: np.ndarray[Any, Any], offset: int, info: zipfile.ZipInfo, header: bytes
     ) -> None:
-        """Fills ``buffer`` with the bytes at ``offset``, updating the member's CRC-32 with each
-        piece as it arrives (while it is in the cache), and checks it against the directory's."""
-        view, done, crc = buffer.data, 0, zlib.crc32(header)
+        """Fills ``buffer`` with the bytes at ``offset``, handing each piece to the CRC-32 of
+        the member as it arrives (:class:`_Checksums` checks it while the next is read)."""
+        view, done = buffer.data, 0
+        crc = self.checksums.start(info, header)
         self.fh.seek(offset)
         readinto = cast(io.BufferedIOBase, self.fh).readinto
         while done < len(view):
             n = readinto(view[done : done + _CHUNK])
             if not n:
                 _fail(f"member {info.filename} is truncated")
-            crc = zlib.crc32(view[done : done + n], crc)
+            self.checksums.update(crc, view[done : done + n])
             done += n
-        if crc != info.CRC:
-            _fail(f"member {info.filename} fails its CRC-32 check: the file is corrupted")
+
+    def _check_mapped(
+        self, values: np.ndarray[Any, Any], info: zipfile.ZipInfo, header: bytes
+    ) -> None:
+        """Hands the mapped ``values`` of a member to its CRC-32, piece by piece."""
+        view, crc = values.data, self.checksums.start(info, header)
+        for start in range(0, len(view), _CHUNK):
+            self.checksums.update(crc, view[start : start + _CHUNK])
+
+
+class _Crc:
+    """The running CRC-32 of one member and the value its zip directory entry expects."""
+
+    def __init__(self, info: zipfile.ZipInfo, header: bytes) -> None:
+        self.name, self.expected, self.value = info.filename, info.CRC, zlib.crc32(header)
+        self.threaded = info.file_size >= _THREADED  # all its pieces in one thread, in order
+
+    def update(self, piece: memoryview) -> None:
+        self.value = zlib.crc32(piece, self.value)
+
+
+class _Checksums:
+    """Checks the CRC-32 of every member read, in a second thread, while the main thread reads
+    on: the pieces of all members queue up for one worker, which extends each member's running
+    CRC-32 by its pieces in order. ``zlib.crc32`` releases the GIL on large buffers, as
+    ``readinto`` does, so a load costs about ``max(read, CRC-32)`` instead of their sum.
+    Members smaller than ``_THREADED`` bytes are checked in the calling thread (handing them
+    over would cost more). :meth:`verify` waits for the worker and raises for the first
+    member, in the order read, whose CRC-32 differs from the directory's; :meth:`close` stops
+    the worker (after an error, without checking the pieces still queued)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.members: list[_Crc] = []
+        self.worker: ThreadPoolExecutor | None = None
+
+    def start(self, info: zipfile.ZipInfo, header: bytes) -> _Crc:
+        crc = _Crc(info, header)
+        self.members.append(crc)
+        return crc
+
+    def update(self, crc: _Crc, piece: memoryview) -> None:
+        if not self.enabled:
+            return
+        if not crc.threaded:
+            crc.update(piece)
+            return
+        if self.worker is None:
+            self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="npoptim-crc32")
+        self.worker.submit(crc.update, piece)  # one worker: the pieces are taken in order
+
+    def verify(self) -> None:
+        self.close(wait_for_all=True)
+        members, self.members = self.members, []
+        for crc in members if self.enabled else ():
+            if crc.value != crc.expected:
+                _fail(f"member {crc.name} fails its CRC-32 check: the file is corrupted")
+
+    def close(self, wait_for_all: bool = False) -> None:
+        if self.worker is not None:
+            self.worker.shutdown(wait=True, cancel_futures=not wait_for_all)
+            self.worker = None
 
 
 class _Decoder:
