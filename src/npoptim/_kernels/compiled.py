@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import functools
 import hashlib
 import importlib
 import itertools
@@ -113,18 +114,20 @@ def _warn_no_cache() -> None:
 
 
 def _jit(f: Callable[..., Any]) -> Any:
-    """``f`` compiled on first call (no disk cache: the kernels that call it hold its code)."""
-    return numba.njit(**_OPTIONS)(f)
+    """``f`` compiled on first call, for other compiled functions only (no disk cache: the
+    kernels that call it hold its code; no wrappers for Python or C callers, whose making
+    is a good part of a compilation's time)."""
+    return numba.njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, **_OPTIONS)(f)
 
 
 def _jit_cached(f: Callable[..., Any]) -> Any:
     """``f`` compiled on first call and kept in numba's disk cache (a function that Python
     calls), or compiled in each process where no cache folder is writable."""
     try:
-        return numba.njit(cache=True, nogil=True, **_OPTIONS)(f)
+        return numba.njit(cache=True, nogil=True, no_cfunc_wrapper=True, **_OPTIONS)(f)
     except RuntimeError:  # no writable place for the cache
         _warn_no_cache()
-        return numba.njit(nogil=True, **_OPTIONS)(f)
+        return numba.njit(nogil=True, no_cfunc_wrapper=True, **_OPTIONS)(f)
 
 
 def _intrinsic(f: Callable[..., Any]) -> Any:
@@ -143,16 +146,6 @@ def _load_word(typingctx: Any, address: Any) -> Any:
     return signature, codegen
 
 
-@_jit_cached
-def _data_addresses(objects: Any) -> Any:
-    """The data pointers of the ndarray objects at the addresses ``objects`` (0: none)."""
-    out = np.zeros_like(objects)
-    for k in range(objects.size):
-        if objects.flat[k] != 0:
-            out.flat[k] = _load_word(objects.flat[k] + _HEADER)
-    return out
-
-
 @_intrinsic
 def _pointer(typingctx: Any, address: Any, like: Any) -> Any:
     """The integer ``address`` as a pointer to elements of ``like``'s dtype."""
@@ -164,49 +157,56 @@ def _pointer(typingctx: Any, address: Any, like: Any) -> Any:
     return signature, codegen
 
 
+# The helpers below take one role's row of the address table (``addresses[role]``, a 1-D
+# array), never the role's number: numba compiles a function called with a constant integer
+# once for each value of it.
 @_jit
-def _view(addresses: Any, role: int, block: Any, like: Any) -> Any:
-    """Elements ``start:stop`` of parameter ``i``'s array of ``role``, for ``block`` =
-    ``(i, start, stop)``: a 1-D array whose indices numba knows to be in range (so that the
-    loops over it vectorize), empty for a role the call does not have (address 0)."""
+def _view(addresses: Any, header: int, block: Any, like: Any) -> Any:
+    """Elements ``start:stop`` of parameter ``i``'s array, for ``block`` = ``(i, start,
+    stop)``: a 1-D array whose indices numba knows to be in range (so that the loops over it
+    vectorize), empty for a role the call does not have (address 0). ``addresses[i]`` is the
+    address of the array's data, or with ``header`` > 0 that of the ndarray object, whose data
+    pointer is ``header`` bytes into it (read here: faster than asking each array in Python)."""
     i, start, stop = block[0], block[1], block[2]
-    address = addresses[role, i]
+    address = addresses[i]
     if address == 0:
         stop = start
+    elif header > 0:
+        address = _load_word(address + header)
     return numba.carray(_pointer(address + start * like.itemsize, like), (stop - start,))
 
 
 @_jit
-def _row_pointer(addresses: Any, strides: Any, role: int, tile: Any, a: Any, like: Any) -> Any:
-    """A pointer to element ``(a, tile[3])`` of parameter ``tile[0]``'s array of ``role``
-    (seen as rows and columns, ``strides[role, i]`` elements apart), and the column stride."""
+def _row_pointer(addresses: Any, strides: Any, tile: Any, a: Any, like: Any) -> Any:
+    """A pointer to element ``(a, tile[3])`` of parameter ``i = tile[0]``'s array (at
+    ``addresses[i]``, seen as rows and columns ``strides[i]`` elements apart), and the column
+    stride."""
     i = tile[0]
-    offset = a * strides[role, i, 0] + tile[3] * strides[role, i, 1]
-    return _pointer(addresses[role, i] + offset * like.itemsize, like), strides[role, i, 1]
+    offset = a * strides[i, 0] + tile[3] * strides[i, 1]
+    return _pointer(addresses[i] + offset * like.itemsize, like), strides[i, 1]
 
 
 @_jit
-def _tile_row(addresses: Any, strides: Any, role: int, tile: Any, a: Any, buffer: Any) -> Any:
-    """Row ``a`` of a tile of ``role``'s array: a view where its columns are contiguous, else
-    a copy in ``buffer[role]`` (written back by :func:`_write_back`); empty for a role the
-    call does not have."""
+def _tile_row(addresses: Any, strides: Any, tile: Any, a: Any, buffer: Any) -> Any:
+    """Row ``a`` of a tile of one role's array: a view where its columns are contiguous, else
+    a copy in ``buffer`` (written back by :func:`_write_back`); empty for a role the call
+    does not have."""
     n = tile[4] - tile[3]
-    if addresses[role, tile[0]] == 0:
-        return buffer[role, :0]
-    pointer, stride = _row_pointer(addresses, strides, role, tile, a, buffer)
+    if addresses[tile[0]] == 0:
+        return buffer[:0]
+    pointer, stride = _row_pointer(addresses, strides, tile, a, buffer)
     if stride == 1:
         return numba.carray(pointer, (n,))
-    row = buffer[role]
     for j in range(n):
-        row[j] = pointer[j * stride]
-    return row
+        buffer[j] = pointer[j * stride]
+    return buffer[:n]
 
 
 @_jit
-def _write_back(addresses: Any, strides: Any, role: int, tile: Any, a: Any, row: Any) -> None:
+def _write_back(addresses: Any, strides: Any, tile: Any, a: Any, row: Any) -> None:
     """The copy :func:`_tile_row` made of row ``a`` written back into the array."""
-    if addresses[role, tile[0]] != 0:
-        pointer, stride = _row_pointer(addresses, strides, role, tile, a, row)
+    if addresses[tile[0]] != 0:
+        pointer, stride = _row_pointer(addresses, strides, tile, a, row)
         if stride != 1:
             for j in range(row.size):
                 pointer[j * stride] = row[j]
@@ -254,12 +254,12 @@ def _compile_element(f: Callable[..., Any]) -> Any:
 # The run functions walk a range of blocks (tiles); threads of
 # :func:`npoptim._kernels.loop.parallel_map` share those of a call (the kernels release the GIL).
 _TEMPLATE = """
-def {name}_run(addresses, blocks, scalars, flags):
+def {name}_run(addresses, header, blocks, scalars, flags):
     for k in range(blocks.shape[0]):
-        {name}_block(addresses, blocks[k], scalars, flags)
+        {name}_block(addresses, header, blocks[k], scalars, flags)
 
 
-def {name}_block(addresses, block, scalars, flags):
+def {name}_block(addresses, header, block, scalars, flags):
     row = scalars[block[0]]
     scalar = Scalars({scalar_fields})
     flag = Flags({flag_fields})
@@ -306,6 +306,19 @@ def _loops(roles: int, optional: Sequence[int], strided: bool) -> str:
     return "\n".join(lines)
 
 
+@functools.cache
+def _machinery() -> str:
+    """A digest of this module and :mod:`.element`, whose compiled functions every kernel
+    holds: numba's cache checks only the file of the algorithm's module, so a kernel's name
+    carries this to tell a kernel made by other helpers from the current one."""
+    files = [__file__, element.__file__]
+    digest = hashlib.sha256()
+    for name in files:
+        with open(name, "rb") as source:
+            digest.update(source.read())
+    return digest.hexdigest()
+
+
 class _Source:
     """The generated source of an algorithm's kernels (contiguous and strided), and the
     names it needs."""
@@ -320,23 +333,25 @@ class _Source:
             scalar_fields=", ".join(f"row[{k}]" for k in range(len(scalar_names))),
             flag_fields=", ".join(f"flags[{k}]" for k in range(len(flag_names))),
             views="\n".join(
-                f"    r{r} = view(addresses, {r}, block, scalars)" for r in range(roles)
+                f"    r{r} = view(addresses[{r}], header, block, scalars)" for r in range(roles)
             ),
             loops=_loops(roles, optional, strided=False),
             roles=roles,
             rows="\n".join(
-                f"        r{r} = tile_row(addresses, strides, {r}, tile, a, buffer)"
+                f"        r{r} = tile_row(addresses[{r}], strides[{r}], tile, a, buffer[{r}])"
                 for r in range(roles)
             ),
             strided_loops=_loops(roles, optional, strided=True),
             write_back="\n".join(
-                f"        write_back(addresses, strides, {r}, tile, a, r{r})"
+                f"        write_back(addresses[{r}], strides[{r}], tile, a, r{r})"
                 for r in range(roles) if r != 1
             ),
         )  # fmt: skip
         update = cast(types.FunctionType, algorithm.element)
         digest = hashlib.sha256(
-            "\0".join([body, *scalar_names, "|", *flag_names, update.__code__.co_filename]).encode()
+            "\0".join(
+                [body, *scalar_names, "|", *flag_names, update.__code__.co_filename, _machinery()]
+            ).encode()
         ).hexdigest()[:12]
         self.name = f"_{algorithm.name}_{digest}"
         self.text = body.format(name=self.name)
@@ -395,7 +410,7 @@ def _signature(real: np.dtype[Any], kind: str) -> Any:
     table, scalars, flags = t.int64[:, ::1], numba.from_dtype(real)[:, ::1], t.boolean[::1]
     if kind == "strided":
         return t.void(table, t.int64[:, :, ::1], table, scalars, flags)
-    return t.void(table, table, scalars, flags)
+    return t.void(table, t.int64, table, scalars, flags)
 
 
 def kernel(
@@ -520,12 +535,11 @@ def _run_dtype(
                     table[row] = list(map(id, chosen))
                 else:
                     table[row] = [a.ctypes.data for a in chosen]
-        addresses = _data_addresses(table) if _READ_DATA_FIELD else table
         params = cast(Sequence[Array], roles[0])
         sizes = np.array([params[members[k]].size for k in whole], dtype=np.int64)
         if params[members[0]].dtype.kind == "c":
             sizes *= 2  # pairs of reals
-        _launch(functions["contiguous"], addresses, _blocks(sizes), scalars[whole], flags, sizes)
+        _launch(functions["contiguous"], table, _blocks(sizes), scalars[whole], flags, sizes)
     matrices, taken, left = [], [], []
     for k in mixed:
         found = as_rows_and_columns([None if r is None else as_real(r[members[k]]) for r in roles])
@@ -583,13 +597,14 @@ def _launch(
     elements, up to :func:`get_num_threads` (on less work, waking threads costs more than it
     saves)."""
     scalars = np.ascontiguousarray(scalars)
+    header = _HEADER if _READ_DATA_FIELD else 0
     threads = min(get_num_threads(), int(sizes.sum()) // _PER_THREAD)
     if threads <= 1:
-        function(addresses, blocks, scalars, flags)
+        function(addresses, header, blocks, scalars, flags)
         return
     bounds = np.linspace(0, len(blocks), 4 * threads + 1).astype(np.int64)
     ranges = [(int(a), int(b)) for a, b in itertools.pairwise(bounds) if b > a]
-    parallel_map(lambda r: function(addresses, blocks[r[0] : r[1]], scalars, flags), ranges)
+    parallel_map(lambda r: function(addresses, header, blocks[r[0] : r[1]], scalars, flags), ranges)
 
 
 def real_dtype(dtype: np.dtype[Any]) -> np.dtype[Any] | None:
