@@ -576,7 +576,7 @@ def _run_dtype(
 #: The tiles of the strided kernel: rows of ``_TILE_ROW_BYTES`` bytes of an array whose rows
 #: are contiguous (two cache lines: the runs a tile's copy is read from and written back to)
 #: and ``_TILE_COLUMNS`` columns (long runs of the parameter's contiguous rows). A tile's copy
-#: of one array (64 KiB) stays in the L2 cache.
+#: of one array (about 256 KiB) stays in the L2 cache.
 _TILE_ROW_BYTES = 128
 _TILE_COLUMNS = 2048
 #: Elements that each row of a tile's copy has beyond the tile's columns: without them, the
