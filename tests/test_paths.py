@@ -76,6 +76,9 @@ def small_chunks(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     if HAS_NUMBA:  # and the compiled kernels on every thread, however little the work
         compiled = importlib.import_module("npoptim._kernels.compiled")
         monkeypatch.setattr(compiled, "_PER_THREAD", 1)
+        # and tiles of a few rows and columns, so that the strided kernel cuts both
+        monkeypatch.setattr(compiled, "_TILE_ROW_BYTES", 64)
+        monkeypatch.setattr(compiled, "_TILE_COLUMNS", 24)
     threads = npoptim.get_num_threads()
     npoptim.set_num_threads(2)
     yield

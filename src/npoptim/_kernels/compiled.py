@@ -23,9 +23,11 @@ float32 parameter computes in float32, as NumPy does with Python numbers) and th
 algorithm has two kernels: the *contiguous* one, for parameters whose arrays share one
 contiguous layout (flat blocks), and the *strided* one, for the others (a Fortran-ordered
 parameter with a C-ordered gradient, strided views, state in another order): their arrays seen
-as rows and columns in the parameter's memory order and cut into tiles; a tile row of an array
-whose columns are not contiguous is gathered into a small buffer, updated there and written
-back. A parameter that cannot be seen as rows and columns takes the for-loop path.
+as rows and columns in the parameter's memory order and cut into tiles of a few rows and long
+columns; the tile of an array whose columns are not contiguous (the transposed gradient of a
+Fortran-ordered parameter) is copied into a scratch copy that stays in the cache, walking the
+array along its smaller stride, updated there row by row and written back. A parameter that
+cannot be seen as rows and columns takes the for-loop path.
 
 This module imports numba; :mod:`npoptim._kernels` imports it only when the compiled path is
 used.
@@ -114,18 +116,20 @@ def _warn_no_cache() -> None:
 
 
 def _jit(f: Callable[..., Any]) -> Any:
-    """``f`` compiled on first call (no disk cache: the kernels that call it hold its code)."""
-    return numba.njit(**_OPTIONS)(f)
+    """``f`` compiled on first call, for other compiled functions only (no disk cache: the
+    kernels that call it hold its code; no wrappers for Python or C callers, whose making
+    is a good part of a compilation's time)."""
+    return numba.njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, **_OPTIONS)(f)
 
 
 def _jit_cached(f: Callable[..., Any]) -> Any:
     """``f`` compiled on first call and kept in numba's disk cache (a function that Python
     calls), or compiled in each process where no cache folder is writable."""
     try:
-        return numba.njit(cache=True, nogil=True, **_OPTIONS)(f)
+        return numba.njit(cache=True, nogil=True, no_cfunc_wrapper=True, **_OPTIONS)(f)
     except RuntimeError:  # no writable place for the cache
         _warn_no_cache()
-        return numba.njit(nogil=True, **_OPTIONS)(f)
+        return numba.njit(nogil=True, no_cfunc_wrapper=True, **_OPTIONS)(f)
 
 
 def _intrinsic(f: Callable[..., Any]) -> Any:
@@ -144,16 +148,6 @@ def _load_word(typingctx: Any, address: Any) -> Any:
     return signature, codegen
 
 
-@_jit_cached
-def _data_addresses(objects: Any) -> Any:
-    """The data pointers of the ndarray objects at the addresses ``objects`` (0: none)."""
-    out = np.zeros_like(objects)
-    for k in range(objects.size):
-        if objects.flat[k] != 0:
-            out.flat[k] = _load_word(objects.flat[k] + _HEADER)
-    return out
-
-
 @_intrinsic
 def _pointer(typingctx: Any, address: Any, like: Any) -> Any:
     """The integer ``address`` as a pointer to elements of ``like``'s dtype."""
@@ -165,52 +159,69 @@ def _pointer(typingctx: Any, address: Any, like: Any) -> Any:
     return signature, codegen
 
 
+# The helpers below take one role's row of the address table (``addresses[role]``, a 1-D
+# array), never the role's number: numba compiles a function called with a constant integer
+# once for each value of it.
 @_jit
-def _view(addresses: Any, role: int, block: Any, like: Any) -> Any:
-    """Elements ``start:stop`` of parameter ``i``'s array of ``role``, for ``block`` =
-    ``(i, start, stop)``: a 1-D array whose indices numba knows to be in range (so that the
-    loops over it vectorize), empty for a role the call does not have (address 0)."""
+def _view(addresses: Any, header: int, block: Any, like: Any) -> Any:
+    """Elements ``start:stop`` of parameter ``i``'s array, for ``block`` = ``(i, start,
+    stop)``: a 1-D array whose indices numba knows to be in range (so that the loops over it
+    vectorize), empty for a role the call does not have (address 0). ``addresses[i]`` is the
+    address of the array's data, or with ``header`` > 0 that of the ndarray object, whose data
+    pointer is ``header`` bytes into it (read here: faster than asking each array in Python)."""
     i, start, stop = block[0], block[1], block[2]
-    address = addresses[role, i]
+    address = addresses[i]
     if address == 0:
         stop = start
+    elif header > 0:
+        address = _load_word(address + header)
     return numba.carray(_pointer(address + start * like.itemsize, like), (stop - start,))
 
 
 @_jit
-def _row_pointer(addresses: Any, strides: Any, role: int, tile: Any, a: Any, like: Any) -> Any:
-    """A pointer to element ``(a, tile[3])`` of parameter ``tile[0]``'s array of ``role``
-    (seen as rows and columns, ``strides[role, i]`` elements apart), and the column stride."""
+def _copy_tile(addresses: Any, strides: Any, tile: Any, buffer: Any, into_buffer: bool) -> None:
+    """Copy a tile of one role's array into ``buffer`` (its rows and columns, from row 0 and
+    column 0) or, with ``into_buffer`` False, back: only where its columns are not contiguous
+    (else the kernel reads and writes the array itself) and the call has the role. The loops
+    walk the array along its smaller stride, so a Fortran-ordered array seen in a C-ordered
+    parameter's order (and the reverse) is read and written in runs of contiguous elements,
+    while the tile, small enough for the cache, takes the scattered side."""
     i = tile[0]
-    offset = a * strides[role, i, 0] + tile[3] * strides[role, i, 1]
-    return _pointer(addresses[role, i] + offset * like.itemsize, like), strides[role, i, 1]
+    row_stride, column_stride = strides[i, 0], strides[i, 1]
+    if addresses[i] == 0 or column_stride == 1:
+        return
+    rows, columns = tile[2] - tile[1], tile[4] - tile[3]
+    corner = _pointer(
+        addresses[i] + (tile[1] * row_stride + tile[3] * column_stride) * buffer.itemsize, buffer
+    )
+    if abs(row_stride) < abs(column_stride):
+        for c in range(columns):
+            for a in range(rows):
+                if into_buffer:
+                    buffer[a, c] = corner[a * row_stride + c * column_stride]
+                else:
+                    corner[a * row_stride + c * column_stride] = buffer[a, c]
+    else:
+        for a in range(rows):
+            for c in range(columns):
+                if into_buffer:
+                    buffer[a, c] = corner[a * row_stride + c * column_stride]
+                else:
+                    corner[a * row_stride + c * column_stride] = buffer[a, c]
 
 
 @_jit
-def _tile_row(addresses: Any, strides: Any, role: int, tile: Any, a: Any, buffer: Any) -> Any:
-    """Row ``a`` of a tile of ``role``'s array: a view where its columns are contiguous, else
-    a copy in ``buffer[role]`` (written back by :func:`_write_back`); empty for a role the
-    call does not have."""
-    n = tile[4] - tile[3]
-    if addresses[role, tile[0]] == 0:
-        return buffer[role, :0]
-    pointer, stride = _row_pointer(addresses, strides, role, tile, a, buffer)
-    if stride == 1:
-        return numba.carray(pointer, (n,))
-    row = buffer[role]
-    for j in range(n):
-        row[j] = pointer[j * stride]
-    return row
-
-
-@_jit
-def _write_back(addresses: Any, strides: Any, role: int, tile: Any, a: Any, row: Any) -> None:
-    """The copy :func:`_tile_row` made of row ``a`` written back into the array."""
-    if addresses[role, tile[0]] != 0:
-        pointer, stride = _row_pointer(addresses, strides, role, tile, a, row)
-        if stride != 1:
-            for j in range(row.size):
-                pointer[j * stride] = row[j]
+def _row(addresses: Any, strides: Any, tile: Any, a: Any, copy: Any) -> Any:
+    """Row ``a`` of a tile of one role's array: the array's own elements where its columns
+    are contiguous, else the row of the copy :func:`_copy_tile` made in ``copy``; for a role
+    the call does not have, a row of ``copy`` that the loops never read. Always a
+    reference-free 1-D array of the tile's width, so that the loops over it vectorize."""
+    i = tile[0]
+    if addresses[i] == 0 or strides[i, 1] != 1:
+        address = copy.ctypes.data + (a - tile[1]) * copy.shape[1] * copy.itemsize
+    else:
+        address = addresses[i] + (a * strides[i, 0] + tile[3]) * copy.itemsize
+    return numba.carray(_pointer(address, copy), (tile[4] - tile[3],))
 
 
 def _blocks(sizes: Array, block: int = _BLOCK) -> Array:
@@ -250,17 +261,18 @@ def _compile_element(f: Callable[..., Any]) -> Any:
 # ``scalars`` and ``flags`` return, which the compiler keeps in registers), takes a view of
 # each role and runs the element update over the block: one loop for each set of optional
 # roles present, so that no loop touches an array it does not need and each one vectorizes.
-# The tile function does the same row by row over a tile of rows and columns, a row of an
-# array whose columns are not contiguous gathered into a buffer first and written back after.
+# The tile function does the same row by row over a tile of rows and columns, the tile of an
+# array whose columns are not contiguous copied into its slot of the scratch copy first and
+# written back after (the gradient is only read).
 # The run functions walk a range of blocks (tiles); threads of
 # :func:`npoptim._kernels.loop.parallel_map` share those of a call (the kernels release the GIL).
 _TEMPLATE = """
-def {name}_run(addresses, blocks, scalars, flags):
+def {name}_run(addresses, header, blocks, scalars, flags):
     for k in range(blocks.shape[0]):
-        {name}_block(addresses, blocks[k], scalars, flags)
+        {name}_block(addresses, header, blocks[k], scalars, flags)
 
 
-def {name}_block(addresses, block, scalars, flags):
+def {name}_block(addresses, header, block, scalars, flags):
     row = scalars[block[0]]
     scalar = Scalars({scalar_fields})
     flag = Flags({flag_fields})
@@ -268,16 +280,17 @@ def {name}_block(addresses, block, scalars, flags):
 {loops}
 
 
-def {name}_run_strided(addresses, strides, tiles, scalars, flags):
+def {name}_run_strided(addresses, strides, tiles, scalars, flags, buffer, slots):
     for k in range(tiles.shape[0]):
-        {name}_tile(addresses, strides, tiles[k], scalars, flags)
+        {name}_tile(addresses, strides, tiles[k], scalars, flags, buffer, slots)
 
 
-def {name}_tile(addresses, strides, tile, scalars, flags):
+def {name}_tile(addresses, strides, tile, scalars, flags, buffer, slots):
     row = scalars[tile[0]]
     scalar = Scalars({scalar_fields})
     flag = Flags({flag_fields})
-    buffer = np.empty(({roles}, tile[4] - tile[3]), scalars.dtype)
+{tile_views}
+{gather}
     for a in range(tile[1], tile[2]):
 {rows}
 {strided_loops}
@@ -307,6 +320,19 @@ def _loops(roles: int, optional: Sequence[int], strided: bool) -> str:
     return "\n".join(lines)
 
 
+@functools.cache
+def _machinery() -> str:
+    """A digest of this module and :mod:`.element`, whose compiled functions every kernel
+    holds: numba's cache checks only the file of the algorithm's module, so a kernel's name
+    carries this to tell a kernel made by other helpers from the current one."""
+    files = [__file__, element.__file__]
+    digest = hashlib.sha256()
+    for name in files:
+        with open(name, "rb") as source:
+            digest.update(source.read())
+    return digest.hexdigest()
+
+
 class _Source:
     """The generated source of an algorithm's kernels (contiguous and strided), and the
     names it needs."""
@@ -321,23 +347,28 @@ class _Source:
             scalar_fields=", ".join(f"row[{k}]" for k in range(len(scalar_names))),
             flag_fields=", ".join(f"flags[{k}]" for k in range(len(flag_names))),
             views="\n".join(
-                f"    r{r} = view(addresses, {r}, block, scalars)" for r in range(roles)
+                f"    r{r} = view(addresses[{r}], header, block, scalars)" for r in range(roles)
             ),
             loops=_loops(roles, optional, strided=False),
             roles=roles,
-            rows="\n".join(
-                f"        r{r} = tile_row(addresses, strides, {r}, tile, a, buffer)"
+            tile_views="\n".join(
+                f"    a{r}, s{r}, c{r} = addresses[{r}], strides[{r}], buffer[slots[{r}]]"
                 for r in range(roles)
+            ),
+            gather="\n".join(f"    copy_tile(a{r}, s{r}, tile, c{r}, True)" for r in range(roles)),
+            rows="\n".join(
+                f"        r{r} = row_of(a{r}, s{r}, tile, a, c{r})" for r in range(roles)
             ),
             strided_loops=_loops(roles, optional, strided=True),
             write_back="\n".join(
-                f"        write_back(addresses, strides, {r}, tile, a, r{r})"
-                for r in range(roles) if r != 1
+                f"    copy_tile(a{r}, s{r}, tile, c{r}, False)" for r in range(roles) if r != 1
             ),
         )  # fmt: skip
         update = cast(types.FunctionType, algorithm.element)
         digest = hashlib.sha256(
-            "\0".join([body, *scalar_names, "|", *flag_names, update.__code__.co_filename]).encode()
+            "\0".join(
+                [body, *scalar_names, "|", *flag_names, update.__code__.co_filename, _machinery()]
+            ).encode()
         ).hexdigest()[:12]
         self.name = f"_{algorithm.name}_{digest}"
         self.text = body.format(name=self.name)
@@ -352,9 +383,11 @@ _build_lock = threading.RLock()
 
 
 def _after_fork_in_child() -> None:
-    """A child forked while a background thread compiled must not wait for that thread."""
-    global _build_lock
+    """A child forked while a background thread compiled (or a kernel ran) must not wait for
+    that thread."""
+    global _build_lock, _scratch_lock
     _build_lock = threading.RLock()
+    _scratch_lock = threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
@@ -372,8 +405,8 @@ def _kernel_functions(source: _Source, algorithm: Algorithm) -> dict[str, Any]:
     namespace: dict[str, Any] = {
         "__name__": update.__module__,  # numba's cache finds the module of the code by this
         "view": _view,
-        "tile_row": _tile_row,
-        "write_back": _write_back,
+        "row_of": _row,
+        "copy_tile": _copy_tile,
         "np": np,
         "update": _compile_element(update),
         "Scalars": collections.namedtuple(f"{algorithm.name}_scalars", source.scalar_names),
@@ -395,8 +428,9 @@ def _signature(real: np.dtype[Any], kind: str) -> Any:
     t = _numba_types
     table, scalars, flags = t.int64[:, ::1], numba.from_dtype(real)[:, ::1], t.boolean[::1]
     if kind == "strided":
-        return t.void(table, t.int64[:, :, ::1], table, scalars, flags)
-    return t.void(table, table, scalars, flags)
+        buffer = numba.from_dtype(real)[:, :, ::1]
+        return t.void(table, t.int64[:, :, ::1], table, scalars, flags, buffer, t.int64[::1])
+    return t.void(table, t.int64, table, scalars, flags)
 
 
 def kernel(
@@ -525,12 +559,11 @@ def _run_dtype(
                     table[row] = list(map(id, chosen))
                 else:
                     table[row] = [a.ctypes.data for a in chosen]
-        addresses = _data_addresses(table) if _READ_DATA_FIELD else table
         params = cast(Sequence[Array], roles[0])
         sizes = np.array([params[members[k]].size for k in whole], dtype=np.int64)
         if params[members[0]].dtype.kind == "c":
             sizes *= 2  # pairs of reals
-        _launch(functions["contiguous"], addresses, _blocks(sizes), scalars[whole], flags, sizes)
+        _launch(functions["contiguous"], table, _blocks(sizes), scalars[whole], flags, sizes)
     matrices, taken, left = [], [], []
     for k in mixed:
         found = as_rows_and_columns([None if r is None else as_real(r[members[k]]) for r in roles])
@@ -544,9 +577,21 @@ def _run_dtype(
     return left
 
 
-#: Rows and columns of the tiles of the strided kernel: a tile's columns of an array whose
-#: rows are contiguous in memory stay in the L1 cache while the kernel walks its rows.
-_TILE = (64, 512)
+#: The tiles of the strided kernel: rows of ``_TILE_ROW_BYTES`` bytes of an array whose rows
+#: are contiguous (two cache lines: the runs a tile's copy is read from and written back to)
+#: and ``_TILE_COLUMNS`` columns (long runs of the parameter's contiguous rows). A tile's copy
+#: of one array (about 256 KiB) stays in the L2 cache.
+_TILE_ROW_BYTES = 128
+_TILE_COLUMNS = 2048
+#: Elements that each row of a tile's copy has beyond the tile's columns: without them, the
+#: elements of a column of the copy (which :func:`_copy_tile` writes one after the other) would
+#: fall into the same few sets of the L1 cache.
+_PADDING = 16
+
+#: The copies of tiles, by (dtype, shape): reused from step to step, one per thread
+#: at work at once (a step allocates none once the first has made them).
+_scratch: dict[tuple[Any, ...], list[Array]] = {}
+_scratch_lock = threading.Lock()
 
 
 def _run_strided(
@@ -554,31 +599,54 @@ def _run_strided(
 ) -> None:
     """The strided kernel on parameters whose arrays do not share a contiguous layout, each
     given as rows and columns in the parameter's memory order (a Fortran-ordered parameter's
-    columns are its rows): tiles of them, shared among threads."""
-    addresses = np.zeros((len(matrices[0]), len(matrices)), dtype=np.int64)
-    strides = np.zeros((len(matrices[0]), len(matrices), 2), dtype=np.int64)
+    columns are its rows): tiles of them, shared among threads. Each role whose columns are
+    not contiguous in some parameter gets a slot in the scratch copy of the tiles."""
+    roles = len(matrices[0])
+    addresses = np.zeros((roles, len(matrices)), dtype=np.int64)
+    strides = np.zeros((roles, len(matrices), 2), dtype=np.int64)
+    copied = [False] * roles
     tiles: list[tuple[int, int, int, int, int]] = []
+    real = cast(Array, matrices[0][0]).dtype
+    height = max(1, _TILE_ROW_BYTES // real.itemsize)
     for i, views in enumerate(matrices):
         for r, m in enumerate(views):
             if m is not None:
                 addresses[r, i] = m.ctypes.data
                 strides[r, i] = [m.strides[0] // m.itemsize, m.strides[1] // m.itemsize]
+                copied[r] = copied[r] or strides[r, i, 1] != 1
         rows, columns = cast(Array, views[0]).shape
         tiles += [
-            (i, a, min(a + _TILE[0], rows), c, min(c + _TILE[1], columns))
-            for a in range(0, rows, _TILE[0])
-            for c in range(0, columns, _TILE[1])
+            (i, a, min(a + height, rows), c, min(c + _TILE_COLUMNS, columns))
+            for a in range(0, rows, height)
+            for c in range(0, columns, _TILE_COLUMNS)
         ]  # fmt: skip
+    slots = np.zeros(roles, dtype=np.int64)
+    slots[copied] = np.arange(sum(copied))
+    key = (real, max(1, sum(copied)), height, _TILE_COLUMNS + _PADDING)
     table = np.array(tiles, dtype=np.int64).reshape(-1, 5)
     work = int(((table[:, 2] - table[:, 1]) * (table[:, 4] - table[:, 3])).sum())
     threads = min(get_num_threads(), work // _PER_THREAD)
     scalars = np.ascontiguousarray(scalars)
+
+    def tiles_in(bounds: tuple[int, int]) -> None:
+        with _scratch_lock:
+            free = _scratch.setdefault(key, [])
+            buffer = free.pop() if free else None
+        if buffer is None:
+            buffer = np.empty(key[1:], dtype=real)
+        try:
+            function(
+                addresses, strides, table[bounds[0] : bounds[1]], scalars, flags, buffer, slots
+            )
+        finally:
+            with _scratch_lock:
+                free.append(buffer)
+
     if threads <= 1:
-        function(addresses, strides, table, scalars, flags)
+        tiles_in((0, len(table)))
         return
     bounds = np.linspace(0, len(table), 4 * threads + 1).astype(np.int64)
-    ranges = [(int(a), int(b)) for a, b in itertools.pairwise(bounds) if b > a]
-    parallel_map(lambda r: function(addresses, strides, table[r[0] : r[1]], scalars, flags), ranges)
+    parallel_map(tiles_in, [(int(a), int(b)) for a, b in itertools.pairwise(bounds) if b > a])
 
 
 def _launch(
@@ -588,13 +656,14 @@ def _launch(
     elements, up to :func:`get_num_threads` (on less work, waking threads costs more than it
     saves)."""
     scalars = np.ascontiguousarray(scalars)
+    header = _HEADER if _READ_DATA_FIELD else 0
     threads = min(get_num_threads(), int(sizes.sum()) // _PER_THREAD)
     if threads <= 1:
-        function(addresses, blocks, scalars, flags)
+        function(addresses, header, blocks, scalars, flags)
         return
     bounds = np.linspace(0, len(blocks), 4 * threads + 1).astype(np.int64)
     ranges = [(int(a), int(b)) for a, b in itertools.pairwise(bounds) if b > a]
-    parallel_map(lambda r: function(addresses, blocks[r[0] : r[1]], scalars, flags), ranges)
+    parallel_map(lambda r: function(addresses, header, blocks[r[0] : r[1]], scalars, flags), ranges)
 
 
 def real_dtype(dtype: np.dtype[Any]) -> np.dtype[Any] | None:
