@@ -737,7 +737,9 @@ def _sums_kernel(
                 name="{name}",
                 scalar_fields=", ".join(f"row[{k}]" for k in range(len(scalar_names))),
                 flag_fields=", ".join(f"flags[{k}]" for k in range(len(flag_names))),
-                views="\n".join(f"    r{r} = view(addresses, {r}, block, scalars)" for r in roles),
+                views="\n".join(
+                    f"    r{r} = view(addresses[{r}], 0, block, scalars)" for r in roles
+                ),
                 sums=algorithm.sums,
                 outputs=", ".join([f"r{r}[j]" for r in written] + terms),
                 inputs=", ".join(f"r{r}[j]" for r in roles),
@@ -750,11 +752,8 @@ def _sums_kernel(
                 ),
             )
             update = cast(types.FunctionType, algorithm.element)
-            digest = hashlib.sha256(
-                "\0".join(
-                    [body, *scalar_names, "|", *flag_names, update.__code__.co_filename]
-                ).encode()
-            ).hexdigest()[:12]
+            parts = [body, *scalar_names, "|", *flag_names, update.__code__.co_filename]
+            digest = hashlib.sha256("\0".join([*parts, _machinery()]).encode()).hexdigest()[:12]
             name = f"_{algorithm.name}_sums_{digest}"
             namespace: dict[str, Any] = {
                 "__name__": update.__module__,
