@@ -60,6 +60,7 @@ from .loop import (
     parallel_map,
     run_pieces,
     same_layout,
+    same_layouts,
 )
 from .registry import Algorithm
 
@@ -476,13 +477,17 @@ def prepare(
         kernel(algorithm, real, list(scalars), list(flags), wait=True, kind=kind)
 
 
-def _needed(roles: Sequence[Sequence[Array] | None]) -> set[tuple[np.dtype[Any], str]]:
-    """The (real dtype, kind) of the kernels the parameters of ``roles`` need."""
+def _needed(
+    roles: Sequence[Sequence[Array] | None], contiguous: Sequence[bool] | None = None
+) -> set[tuple[np.dtype[Any], str]]:
+    """The (real dtype, kind) of the kernels the parameters of ``roles`` need (``contiguous``:
+    their :func:`same_layouts`, when the caller has them)."""
+    if contiguous is None:
+        contiguous = same_layouts(roles)
     needed = set()
-    for i, p in enumerate(cast(Sequence[Array], roles[0])):
+    for p, whole in zip(cast(Sequence[Array], roles[0]), contiguous, strict=True):
         if p.dtype in _REAL:
-            arrays = [None if r is None else r[i] for r in roles]
-            needed.add((_REAL[p.dtype], "contiguous" if same_layout(arrays) else "strided"))
+            needed.add((_REAL[p.dtype], "contiguous" if whole else "strided"))
     return needed
 
 
@@ -509,8 +514,9 @@ def run(
             by_dtype.setdefault(p.dtype, []).append(i)
         else:
             others.append(i)
+    contiguous = same_layouts(roles)
     kernels = {}
-    for real, kind in _needed(roles):
+    for real, kind in _needed(roles, contiguous):
         found = kernel(algorithm, real, scalar_names, flag_names, wait=wait, kind=kind)
         if found is None:
             return False
@@ -519,7 +525,7 @@ def run(
     for dtype, members in by_dtype.items():
         table = _scalar_table(scalars, members, _REAL[dtype])
         functions = {kind: kernels.get((_REAL[dtype], kind)) for kind in ("contiguous", "strided")}
-        others += _run_dtype(functions, roles, members, table, flag_array)
+        others += _run_dtype(functions, roles, members, table, flag_array, contiguous)
     run_pieces(algorithm.piece, [job(roles, per_param, shared, i) for i in others])
     return True
 
@@ -541,15 +547,17 @@ def _run_dtype(
     members: Sequence[int],
     scalars: Array,
     flags: Array,
+    contiguous: Sequence[bool],
 ) -> list[int]:
     """The kernels on the parameters ``members`` (all of one dtype): those whose arrays share
     one contiguous layout in one call of the contiguous kernel, the others in one call of the
     strided kernel (:func:`_run_strided`). Returns the parameters neither can take (strided
-    views of 3 or more axes that cannot be seen as rows and columns), for the for-loop path."""
+    views of 3 or more axes that cannot be seen as rows and columns), for the for-loop path.
+    ``contiguous[i]``: whether parameter ``i``'s arrays share one contiguous layout."""
     whole: list[int] = []
     mixed: list[int] = []
     for k, i in enumerate(members):
-        (whole if same_layout([None if r is None else r[i] for r in roles]) else mixed).append(k)
+        (whole if contiguous[i] else mixed).append(k)
     if whole:
         table = np.zeros((len(roles), len(whole)), dtype=np.int64)
         for row, role in enumerate(roles):

@@ -171,8 +171,21 @@ def memory_order(a: Array) -> tuple[int, ...]:
 
 def same_layout(arrays: Sequence[Array | None]) -> bool:
     """Whether the arrays (None aside) share one contiguous layout, C or Fortran order."""
-    present = [a for a in arrays if a is not None]
-    return all(a.flags.c_contiguous for a in present) or all(a.flags.f_contiguous for a in present)
+    c_order = f_order = True
+    for a in arrays:
+        if a is not None:
+            flags = a.flags
+            c_order = c_order and flags.c_contiguous
+            f_order = f_order and flags.f_contiguous
+            if not (c_order or f_order):
+                return False
+    return True
+
+
+def same_layouts(roles: Sequence[Sequence[Array] | None]) -> list[bool]:
+    """:func:`same_layout` of each parameter's arrays, for arrays given by role."""
+    present = [r for r in roles if r is not None]
+    return [same_layout(arrays) for arrays in zip(*present, strict=True)]
 
 
 def as_rows_and_columns(arrays: Sequence[Array | None]) -> list[Array | None] | None:
