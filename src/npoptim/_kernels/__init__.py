@@ -42,7 +42,7 @@ from .loop import (
     job,
     reduce_pieces,
     run_pieces,
-    same_layout,
+    same_layouts,
     set_num_threads,
 )
 from .registry import Algorithm
@@ -185,10 +185,8 @@ def _prepare_in_background(
     """Start compiling (or loading) the kernels this call needs on a background thread, once:
     numba's import and compilation never hold up a step."""
     scalars, flags = algorithm.numbers(roles, per_param, shared)
-    layouts = {
-        (p.dtype.str, same_layout([None if r is None else r[i] for r in roles]))
-        for i, p in enumerate(cast(Sequence[Array], roles[0]))
-    }
+    params = cast(Sequence[Array], roles[0])
+    layouts = {(p.dtype.str, whole) for p, whole in zip(params, same_layouts(roles), strict=True)}
     key = (algorithm.name, tuple(scalars), tuple(flags), frozenset(layouts))
     with _requested_lock:
         if key in _requested:

@@ -59,7 +59,6 @@ from .loop import (
     job,
     parallel_map,
     run_pieces,
-    same_layout,
     same_layouts,
 )
 from .registry import Algorithm
@@ -808,9 +807,8 @@ def run_sums(
     params = cast(Sequence[Array], roles[0])
     by_dtype: dict[np.dtype[Any], list[int]] = {}
     others: list[int] = []
-    for i, p in enumerate(params):
-        arrays = [None if r is None else r[i] for r in roles]
-        if p.dtype in _REAL and same_layout(arrays):
+    for i, (p, whole) in enumerate(zip(params, same_layouts(roles), strict=True)):
+        if p.dtype in _REAL and whole:
             by_dtype.setdefault(p.dtype, []).append(i)
         else:
             others.append(i)
