@@ -93,7 +93,7 @@ def make_groups(seed: int = 0) -> list[list[Parameter]]:
         Parameter(rng.standard_normal(3000).astype(np.float32)),  # cut into chunks
         Parameter(np.ones(5, dtype=np.float32)),  # frozen: never a grad
         Parameter(rng.standard_normal(6).astype(np.float16)),
-        Parameter(np.asfortranarray(rng.standard_normal((40, 70)).astype(np.float32))),
+        Parameter(np.asfortranarray(rng.standard_normal((45, 70)).astype(np.float32))),
     ]
     double = [
         Parameter(rng.standard_normal((2, 3))),
@@ -101,7 +101,7 @@ def make_groups(seed: int = 0) -> list[list[Parameter]]:
         Parameter(np.asfortranarray(rng.standard_normal((5, 6)))),
         Parameter(rng.standard_normal((6, 8))[:, ::2]),  # not contiguous
         Parameter(np.float64(-1.5)),  # 0-d
-        Parameter(rng.standard_normal((30, 20))),
+        Parameter(rng.standard_normal((30, 22))),
         Parameter(rng.standard_normal((3, 40, 30))[:, ::2, 1:]),  # strided, 3-d
     ]
     return [single, double]
@@ -418,6 +418,59 @@ def test_pieces_cover_every_element_once_in_the_parameter_memory_order(
         assert p_piece.strides[-1] == p.itemsize or not contiguous
         seen += list(p_piece.reshape(-1))
     assert sorted(seen) == sorted(p.reshape(-1))
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "strides",
+    [(1, 70), (1, -70), (3, 140), (140, 2)],
+    ids=["transposed", "transposed-reversed", "strided", "row-strided"],
+)
+def test_a_tile_is_copied_into_the_scratch_and_back_bit_for_bit(
+    dtype: Any, strides: tuple[int, int]
+) -> None:
+    """The strided kernel's copy of a tile (square blocks transposed in registers where the
+    array's other axis is contiguous, element by element otherwise) puts each element at its
+    place in the scratch copy, every bit kept (NaN payloads included), and back. The tile of
+    21 rows x 19 columns starts at row 5, column 3, so that whole squares and the rows and
+    columns left over are all taken."""
+    numba = importlib.import_module("numba")
+    compiled = importlib.import_module("npoptim._kernels.compiled")
+    copy_tile = compiled._copy_tile
+
+    @numba.njit
+    def copy(addresses: Any, strides: Any, tile: Any, buffer: Any, into: bool) -> None:
+        copy_tile(addresses, strides, tile, buffer, into)
+
+    bits = np.dtype(dtype).itemsize * 8
+    unsigned = np.dtype(f"u{bits // 8}")
+    raw = np.random.default_rng(3).integers(0, 2**bits - 1, size=70 * 70, dtype=unsigned)
+    memory = raw.view(dtype)  # NaNs with payloads among the values
+    row_stride, column_stride = strides
+    origin = 69 * 70 if column_stride < 0 else 0
+    matrix = np.lib.stride_tricks.as_strided(
+        memory[origin:],
+        shape=(30, 25),
+        strides=(row_stride * memory.itemsize, column_stride * memory.itemsize),
+    )
+    tile = np.array([0, 5, 26, 3, 22], dtype=np.int64)
+    addresses = np.array([memory[origin:].ctypes.data], dtype=np.int64)
+    table = np.array([strides], dtype=np.int64)
+    buffer = np.zeros((21, 19 + 5), dtype=dtype)
+    copy(addresses, table, tile, buffer, True)
+    expected = matrix[5:26, 3:22].view(unsigned).copy()
+    np.testing.assert_array_equal(buffer[:, :19].view(unsigned), expected)
+    before = memory.copy()
+    buffer[:, :19] = np.flip(buffer[:, :19].view(unsigned), axis=0).view(dtype)
+    copy(addresses, table, tile, buffer, False)
+    np.testing.assert_array_equal(matrix[5:26, 3:22].view(unsigned), np.flip(expected, 0))
+    outside = np.ones(memory.shape, dtype=bool)
+    outside[np.lib.stride_tricks.as_strided(
+        np.arange(memory.size)[origin:], shape=(30, 25),
+        strides=(row_stride * 8, column_stride * 8),
+    )[5:26, 3:22].reshape(-1)] = False  # fmt: skip
+    assert np.array_equal(memory.view(unsigned)[outside], before.view(unsigned)[outside])
 
 
 def _sum_in_lanes_and_blocks(terms: np.ndarray) -> float:
