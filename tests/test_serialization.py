@@ -479,6 +479,65 @@ def test_keyboard_interrupt_during_write_leaves_no_temp_file(
     assert_untouched(existing)
 
 
+def several_chunks() -> dict[str, Any]:
+    """Members of several of save's pieces (one array not contiguous), and small ones."""
+    rng = np.random.default_rng(7)
+    return {
+        "big": rng.standard_normal(3 * serialization._CHUNK // 8 + 5),
+        "strided": rng.standard_normal((600, 4000))[:, ::3].astype(np.float32),
+        "small": [np.arange(3), 2.5],
+    }
+
+
+@pytest.mark.parametrize("pwrite", [True, False], ids=["pwrite", "lseek+write"])
+def test_a_file_saved_to_a_path_has_the_bytes_saved_to_a_file_object(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, pwrite: bool
+) -> None:
+    """A path is written by a second thread at each piece's offset (headers rewritten after
+    their data); a file object in the calling thread, in order: the bytes must agree."""
+    if not pwrite:  # as on Windows, which has no os.pwrite
+        monkeypatch.delattr(os, "pwrite", raising=False)
+    value = several_chunks()
+    save(value, tmp_path / "ckpt.npz")
+    assert (tmp_path / "ckpt.npz").read_bytes() == to_bytes(value)
+    assert_identical(load(tmp_path / "ckpt.npz"), value)
+
+
+@pytest.mark.skipif(not hasattr(os, "fdatasync"), reason="this system has no fdatasync")
+def test_save_syncs_the_data_while_it_writes_and_fsyncs_at_the_end(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events: list[str] = []
+    real_fdatasync, real_fsync = os.fdatasync, os.fsync
+    monkeypatch.setattr(serialization, "_SYNC_BYTES", serialization._CHUNK)
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (events.append("sync"), real_fdatasync(fd)))
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append("fsync"), real_fsync(fd)))
+    save(several_chunks(), tmp_path / "ckpt.npz")
+    assert "sync" in events and events.index("fsync") > events.index("sync")
+
+
+@pytest.mark.parametrize("failing", ["pwrite", "fdatasync"])
+@pytest.mark.skipif(not hasattr(os, "fdatasync"), reason="this system has no fdatasync")
+def test_a_write_or_sync_failing_in_the_background_leaves_previous_file_and_no_temp_file(
+    existing: tuple[pathlib.Path, bytes], monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    real = getattr(os, failing)
+    calls = []
+
+    def disk_full(*args: Any) -> Any:
+        calls.append(args[0])
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real(*args)
+
+    monkeypatch.setattr(serialization, "_SYNC_BYTES", serialization._CHUNK)
+    monkeypatch.setattr(os, failing, disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        save(several_chunks(), existing[0])
+    assert len(calls) >= 2
+    assert_untouched(existing)
+
+
 def test_failing_rename_leaves_previous_file_and_no_temp_file(
     existing: tuple[pathlib.Path, bytes], monkeypatch: pytest.MonkeyPatch
 ) -> None:
