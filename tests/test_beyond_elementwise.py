@@ -39,11 +39,24 @@ from references.beyond import ademamix, lamb, lars, lion, schedulefree, sgd_sche
 
 CASES = [LION, LAMB, ADEMAMIX, ADAMW_SCHEDULEFREE, SGD_SCHEDULEFREE, LARS]
 RECTIFY = "recipe: rectify, degenerated_to_sgd"
-#: float32 runs where a parameter lands next to 0, so that the relative comparison measures
-#: float32's cancellation (measured, against how far the oracle's own float32 run is from its
-#: float64 one there): LAMB's rectify recipe (lr 0.5) ends its first step by a cancellation,
-#: oracle 1.1e-4 from float64, npoptim 3.4e-6 from the oracle (float64 agrees to 3e-14).
-LOOSER = {("LAMB", RECTIFY, "float32"): 1e-5}
+PRE_NORM = "recipe: pre_norm, eps 1e-8"
+LR_1_T_ALPHA = "recipe: lr 1, t_alpha_beta3 5"
+#: Where the oracle's own rounding, or float32's cancellation, sets the limit (measured, against
+#: how far the oracle's own float32 run is from its float64 one there):
+#: - LAMB's rectify recipe (lr 0.5) ends its first step by a cancellation in float32: oracle
+#:   1.1e-4 from float64, npoptim 3.4e-6 from the oracle (float64 agrees to 3e-14);
+#: - LAMB's pre_norm: the oracle adds the squared norms in float32 whatever the dtype, in an
+#:   order that depends on the CPU's vector width (torch's reduction kernels): npoptim (NumPy's
+#:   order) agrees to 1e-15 in float64 on one x86-64 CPU and differs by one float32 rounding
+#:   of the scale (5.4e-8) on another;
+#: - AdEMAMix at lr 1 moves the parameters by about their own size each step, so float32's
+#:   roundings grow: torch's float32 kernels differ by CPU, and npoptim is 1.0e-6 to 1.3e-6
+#:   from the oracle on one CPU (the oracle's float32 run is 8.3e-7 from its float64 one).
+LOOSER = {
+    ("LAMB", RECTIFY, "float32"): 1e-5,
+    ("LAMB", PRE_NORM, "float64"): 2e-7,
+    ("AdEMAMix", LR_1_T_ALPHA, "float32"): 3e-6,
+}
 
 
 def tolerance(case: Case, desc: str, dtype_name: str) -> float:

@@ -37,11 +37,14 @@ from references.beyond import prodigy as reference
 
 CASES = cases_for(CASE)
 NO_MOMENTUM = "no momentum (betas[0] 0)"
+SLICE_3 = "maximize (the oracle on -g), slice_p 3"
 #: float32 runs where npoptim and the oracle round their two float32 sums (a dot product and
-#: a sum of absolute values, reduced in another order by NumPy and torch) differently and the
-#: trajectory amplifies it (measured: the oracle's own float32 run is 1.8e-3 from its float64
-#: one; npoptim's float32 run 1.2e-6 from the oracle's; float64 agrees to 3e-15).
-LOOSER = {(NO_MOMENTUM, "float32"): 2e-6}
+#: a sum of absolute values, reduced in another order by NumPy and torch, torch's order
+#: depending on the CPU) differently and the trajectory amplifies it (measured: without
+#: momentum the oracle's own float32 run is 1.8e-3 from its float64 one, npoptim's float32 run
+#: 1.2e-6 from the oracle's; with slice_p 3, 4.6e-3 and up to 1.3e-6 on one CPU, under 1e-6 on
+#: another; float64 agrees to 3e-15 in both).
+LOOSER = {(NO_MOMENTUM, "float32"): 2e-6, (SLICE_3, "float32"): 3e-6}
 
 
 def tolerance(desc: str, dtype_name: str) -> float:

@@ -40,9 +40,10 @@ LR_1 = "recipe: lr 1, shampoo_beta, precondition every step, precondition_1d"
 def oracle_tolerance(desc: str, dtype_name: str) -> float:
     # At lr = 1 every step moves the parameters by about their own size, and the float32
     # eigendecompositions and QR factorizations of NumPy's LAPACK and torch's MKL differ in
-    # their last bits (1e-7) at every step: measured 3.2e-6 after 21 steps.
+    # their last bits (1e-7) at every step: measured 3.2e-6 after 21 steps on one x86-64 CPU,
+    # 5.2e-6 on another (where the oracle's own float32 run is 4.2e-6 from its float64 one).
     if desc == LR_1 and dtype_name == "float32":
-        return 5e-6
+        return 1e-5
     return TOLERANCE[dtype_name]
 
 
