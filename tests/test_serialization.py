@@ -525,16 +525,18 @@ def test_a_write_or_sync_failing_in_the_background_leaves_previous_file_and_no_t
     calls = []
 
     def disk_full(*args: Any) -> Any:
-        calls.append(args[0])
-        if len(calls) == 2:
-            raise OSError(28, "No space left on device")
+        """Fails the second sync, or the second write of a piece the writer thread takes."""
+        if failing == "fdatasync" or len(args[1]) >= serialization._ASYNC_BYTES:
+            calls.append(threading.current_thread())
+            if len(calls) == 2:
+                raise OSError(28, "No space left on device")
         return real(*args)
 
     monkeypatch.setattr(serialization, "_SYNC_BYTES", serialization._CHUNK)
     monkeypatch.setattr(os, failing, disk_full)
     with pytest.raises(OSError, match="No space left"):
         save(several_chunks(), existing[0])
-    assert len(calls) >= 2
+    assert len(calls) >= 2 and calls[1] is not threading.main_thread()
     assert_untouched(existing)
 
 

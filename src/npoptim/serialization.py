@@ -118,6 +118,7 @@ _PADDING_ID = 0xD935  # the zip extra field that pads a local header (as zipalig
 _CHUNK = 1 << 22  # bytes per write or read: bounds the extra memory of save
 _THREADED = 1 << 16  # members of at least this many bytes have their CRC-32 computed in a thread
 _IN_FLIGHT = _CHUNK  # most bytes a save hands to its writer thread before it waits
+_ASYNC_BYTES = 1 << 16  # smaller writes of a save are made in the calling thread
 _SYNC_BYTES = 1 << 25  # a save fdatasyncs its file each time this many more bytes are written
 _HEADER_MAX = 1 << 16  # .npy headers longer than this are refused (NumPy writes < 10000)
 _MANIFEST = "__manifest__.npy"
@@ -330,18 +331,21 @@ class _DurableFile(io.RawIOBase):
     """The temporary file of a save, written on a second thread while the caller goes on.
 
     zipfile computes each member's CRC-32 in the calling thread, piece by piece, before it
-    writes the piece: here each write is handed to one writer thread (``os.pwrite`` at the
-    offset the piece has in the file, so a header rewritten after its member's data lands
-    where it belongs), which copies it into the page cache while the caller computes the
-    CRC-32 of the next piece; both release the GIL. Every ``_SYNC_BYTES`` written, a third
-    thread ``fdatasync``-s what is written so far, so the disk takes the data while the rest
-    is produced and the final ``fsync`` has little left to do. A save then costs about
-    ``max(CRC-32, copy, disk)`` instead of their sum.
+    writes the piece: here each large piece (``_ASYNC_BYTES`` or more) is handed to one writer
+    thread, which copies it into the page cache (``os.pwrite`` at the piece's offset in the
+    file) while the caller computes the CRC-32 of the next piece; both release the GIL. Small
+    writes (zip headers, small arrays) are made at once in the calling thread, where handing
+    them over would cost more than they take; one that overlaps a piece still waiting (the
+    local header zipfile rewrites after its member's data never does) waits for it first.
+    Every ``_SYNC_BYTES`` written, a third thread ``fdatasync``-s what is written so far, so
+    the disk takes the data while the rest is produced and the final ``fsync`` has little
+    left to do. A save then costs about ``max(CRC-32, copy, disk)`` instead of their sum.
+    Without ``os.pwrite`` (Windows) every write is made in the calling thread.
 
     The pieces are not copied (zipfile hands over views of the arrays being saved, which the
     save holds); at most ``_IN_FLIGHT`` bytes wait for the writer, so a piece that is a copy
     (a non-contiguous array's) adds a bounded amount of memory. An error of the writer or of
-    a sync is raised by the next write, seek or the close; :meth:`close` waits for every
+    a sync is raised by a later write, seek or the close; :meth:`close` waits for every
     write, fsyncs the file and closes it, and raises the first error."""
 
     def __init__(self, fd: int) -> None:
@@ -349,8 +353,9 @@ class _DurableFile(io.RawIOBase):
         self.fd, self.position = fd, 0
         self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="npoptim-write")
         self.syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="npoptim-sync")
-        self.pending: collections.deque[tuple[Future[None], int]] = collections.deque()
-        self.waiting = 0  # bytes handed to the writer and not yet written
+        # the writes handed to the writer: (future, offset, size), oldest first
+        self.pending: collections.deque[tuple[Future[None], int, int]] = collections.deque()
+        self.waiting = 0  # their bytes
         self.unsynced = 0
         self.sync: Future[None] | None = None
 
@@ -366,24 +371,30 @@ class _DurableFile(io.RawIOBase):
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         if whence != io.SEEK_SET:
             raise io.UnsupportedOperation("a checkpoint being saved is sought from its start")
-        self._collect(0)
+        self._collect(self.waiting)  # no wait: each write carries its offset
         self.position = offset
         return offset
 
     def write(self, data: Any) -> int:
         view = memoryview(data).cast("B")
-        self._collect(_IN_FLIGHT - view.nbytes)
-        self.pending.append((self.writer.submit(self._write_at, view, self.position), len(view)))
-        self.waiting += len(view)
-        self.position += len(view)
-        return len(view)
+        start, size = self.position, view.nbytes
+        self.position += size
+        if size >= _ASYNC_BYTES and hasattr(os, "pwrite"):
+            self._collect(_IN_FLIGHT - size)
+            self.pending.append((self.writer.submit(self._write_at, view, start), start, size))
+            self.waiting += size
+            return size
+        overlaps = any(start < at + n and at < start + size for _, at, n in self.pending)
+        self._collect(0 if overlaps else self.waiting)
+        self._write_at(view, start)
+        return size
 
     def _write_at(self, view: memoryview, offset: int) -> None:
         self.unsynced += len(view)
         while view:
             if hasattr(os, "pwrite"):
                 written = os.pwrite(self.fd, view, offset)
-            else:  # Windows: this thread is the only one that moves the file's position
+            else:  # Windows: every write is made in the calling thread, one after the other
                 os.lseek(self.fd, offset, os.SEEK_SET)
                 written = os.write(self.fd, view)
             view, offset = view[written:], offset + written
@@ -395,7 +406,7 @@ class _DurableFile(io.RawIOBase):
         """Waits until at most ``limit`` bytes wait for the writer (and raises the writer's
         error); the writes that are done are checked on the way."""
         while self.pending and (self.waiting > limit or self.pending[0][0].done()):
-            future, size = self.pending.popleft()
+            future, _, size = self.pending.popleft()
             self.waiting -= size
             future.result()
 
