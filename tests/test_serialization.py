@@ -540,6 +540,21 @@ def test_a_write_or_sync_failing_in_the_background_leaves_previous_file_and_no_t
     assert_untouched(existing)
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+def test_saving_over_a_checkpoint_leaves_no_file_open(tmp_path: pathlib.Path) -> None:
+    """The replaced file is held open through the rename and closed by a thread after it
+    (so that the rename does not wait for its blocks to be freed): then nothing is open."""
+    save({"w": np.ones(1000)}, tmp_path / "ckpt.npz")
+    before = sorted(os.listdir("/proc/self/fd"))
+    for _ in range(3):
+        save({"w": np.zeros(1000)}, tmp_path / "ckpt.npz")
+    for thread in threading.enumerate():
+        if thread.name == "npoptim-free":
+            thread.join()
+    assert sorted(os.listdir("/proc/self/fd")) == before
+    assert_identical(load(tmp_path / "ckpt.npz"), {"w": np.zeros(1000)})
+
+
 def test_failing_rename_leaves_previous_file_and_no_temp_file(
     existing: tuple[pathlib.Path, bytes], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -70,7 +70,8 @@ Saving to a path is atomic and durable: the archive is written to a temporary fi
 folder, flushed, ``fsync``-ed and renamed over the target, and the folder is ``fsync``-ed, so a
 failure, a crash or a power loss leaves either the old file or the new one, and no temporary
 file behind. A symlink target is followed; a replaced file keeps its permission
-bits and a new one gets ``0o666`` less the umask. Saving to a file object writes at its current
+bits and a new one gets ``0o666`` less the umask. The replaced file is held open through the
+rename and closed by a thread afterwards, so that freeing its blocks does not hold up the save. Saving to a file object writes at its current
 position and is not atomic.
 
 Example:
@@ -98,6 +99,7 @@ import reprlib
 import stat
 import struct
 import tempfile
+import threading
 import zipfile
 import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -310,14 +312,18 @@ def _save(obj: object, f: PathOrFile, fmt: str) -> None:
         raise type(error)(
             error.errno, f"cannot save: the folder {folder!r} {problem}", os.fspath(f)
         ) from error
+    replaced = None
     try:
         with _DurableFile(fd) as fh:
             _write_archive(cast(IO[bytes], fh), members)
         os.chmod(tmp, _mode_for(target))
+        replaced = _hold(target)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if replaced is not None:
+            os.close(replaced)
         raise
     with contextlib.suppress(OSError):  # some systems can't open or fsync a directory
         dir_fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
@@ -325,6 +331,21 @@ def _save(obj: object, f: PathOrFile, fmt: str) -> None:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+    if replaced is not None:
+        threading.Thread(target=os.close, args=(replaced,), name="npoptim-free").start()
+
+
+def _hold(target: str) -> int | None:
+    """The file a save replaces, held open (POSIX), so that the rename does not free its
+    blocks (tens of milliseconds for a checkpoint of hundreds of MB): a thread closes it after
+    the save, and the system frees them then. None where there is no such file, or where an
+    open file cannot be renamed over (Windows)."""
+    if os.name != "posix":
+        return None
+    try:
+        return os.open(target, os.O_RDONLY)
+    except OSError:
+        return None
 
 
 class _DurableFile(io.RawIOBase):
