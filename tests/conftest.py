@@ -13,6 +13,9 @@ script the tests start loads it from the cache (about a second in all) instead o
 again (over a minute of CPU per process, on an empty cache). The workers' own state is not
 touched: a test process still compiles or loads its kernels when it first needs them, as
 before.
+
+The files whose tests take longest run first (:func:`pytest_collection_modifyitems`), shared
+out among the workers, so that no worker is still on a long test when the others are done.
 """
 
 import importlib.util
@@ -115,3 +118,50 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         return  # a pytest-xdist worker: the controller has filled the cache before it started
     if "numba" not in WITHOUT:
         warm_numba_cache()
+
+
+#: The files of the longest tests (scripts in subprocesses, MPI jobs, property tests), with
+#: their seconds on one core of a 2-core machine (empty numba cache filled as above). Each
+#: moves, whole (its module fixtures are set up once), to the front of a worker's first batch.
+SLOW_FILES = {
+    "test_serialization_properties.py": 80.0,
+    "test_examples.py": 44.0,
+    "test_distributed.py": 30.0,
+    "test_benchmark_script.py": 20.0,
+    "test_benchmark_sharded.py": 17.0,
+    "test_benchmark_checkpoint.py": 9.0,
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Put the files of :data:`SLOW_FILES` first, shared out among the workers.
+
+    pytest-xdist's default scheduler (``--dist load``) gives worker ``w`` the items
+    ``[w * batch, (w + 1) * batch)`` first, ``batch`` being a quarter of a worker's share, and
+    the rest as workers run out; every worker collects the same order, so each computes the
+    same layout. The slow files go to the worker with the fewest seconds so far, longest first,
+    at the front of its batch; the other items keep their order. Only the order changes.
+    """
+    workers = int(getattr(config, "workerinput", {}).get("workercount", 1))
+    by_file: dict[str, list[pytest.Item]] = {}
+    rest = []
+    for item in items:
+        name = item.path.name
+        if name in SLOW_FILES:
+            by_file.setdefault(name, []).append(item)
+        else:
+            rest.append(item)
+    batch = max(len(items) // workers // 4, 2)
+    bins: list[list[pytest.Item]] = [[] for _ in range(workers)]
+    seconds = [0.0] * workers
+    for name in sorted(by_file, key=SLOW_FILES.__getitem__, reverse=True):
+        w = seconds.index(min(seconds))
+        bins[w] += by_file[name]
+        seconds[w] += SLOW_FILES[name]
+    ordered: list[pytest.Item] = []
+    for w in range(workers):
+        ordered += bins[w]
+        take = max(0, (w + 1) * batch - len(ordered)) if w < workers - 1 else 0
+        ordered += rest[:take]
+        rest = rest[take:]
+    items[:] = ordered + rest
