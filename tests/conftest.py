@@ -124,7 +124,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 #: their seconds on one core of a 2-core machine (empty numba cache filled as above). Each
 #: moves, whole (its module fixtures are set up once), to the front of a worker's first batch.
 SLOW_FILES = {
-    "test_serialization_properties.py": 46.0,
+    "test_serialization_properties.py": 38.0,
     "test_examples.py": 33.0,
     "test_distributed.py": 24.0,
     "test_benchmark_script.py": 19.0,
