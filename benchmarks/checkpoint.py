@@ -65,7 +65,7 @@ from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
 import npoptim
-from step_time import resnet50_shapes
+from workloads import resnet50_shapes
 
 Shape = tuple[int, ...]
 LIBRARIES = ("npoptim", "torch", "safetensors")

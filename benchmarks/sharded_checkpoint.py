@@ -52,7 +52,7 @@ from npoptim import Parameter
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from step_time import dense_workload, resnet50_shapes
+from workloads import dense_workload, resnet50_shapes
 
 
 def _parse() -> argparse.Namespace:

@@ -98,8 +98,7 @@ import torch
 
 import npoptim
 from npoptim._kernels import registry
-
-Shape = tuple[int, ...]
+from workloads import Shape, dense_workload, resnet50_shapes
 
 #: Hyperparameters other than the defaults.
 HYPERPARAMETERS: dict[str, dict[str, Any]] = {"SGD": {"lr": 1e-3, "momentum": 0.9}}
@@ -123,23 +122,6 @@ ORACLES: dict[str, tuple[str, str, list[str]]] = {
 }
 NOT_ELEMENTWISE = set(registry.OTHERS)
 HAS_NUMBA = importlib.util.find_spec("numba") is not None
-
-
-def resnet50_shapes() -> list[Shape]:
-    """The parameter shapes of torchvision's ResNet-50, in order."""
-    shapes: list[Shape] = [(64, 3, 7, 7), (64,), (64,)]
-    inplanes = 64
-    for planes, blocks in ((64, 3), (128, 4), (256, 6), (512, 3)):
-        for b in range(blocks):
-            shapes += [(planes, inplanes, 1, 1), (planes,), (planes,)]
-            shapes += [(planes, planes, 3, 3), (planes,), (planes,)]
-            shapes += [(planes * 4, planes, 1, 1), (planes * 4,), (planes * 4,)]
-            if b == 0:  # the downsampling shortcut
-                shapes += [(planes * 4, inplanes, 1, 1), (planes * 4,), (planes * 4,)]
-            inplanes = planes * 4
-    shapes += [(1000, 2048), (1000,)]
-    assert len(shapes) == 161 and sum(int(np.prod(s)) for s in shapes) == 25_557_032
-    return shapes
 
 
 WORKLOADS: dict[str, list[Shape]] = {
@@ -276,13 +258,6 @@ def run_round_robin(variants: list[Variant], warmup: int, repeats: int) -> None:
         for v in order.sample(variants, len(variants)):  # a new order each round
             time.sleep(PAUSE_S)
             v.time_step()
-
-
-def dense_workload(shapes: Sequence[Shape], seed: int = 0) -> tuple[list[Any], list[Any]]:
-    rng = np.random.default_rng(seed)
-    values = [rng.standard_normal(s, dtype=np.float32) for s in shapes]
-    grads = [rng.standard_normal(s, dtype=np.float32) * np.float32(1e-2) for s in shapes]
-    return values, grads
 
 
 def bytes_moved(optimizer: npoptim.Optimizer) -> int:

@@ -16,6 +16,7 @@ by nature.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import tracemalloc
 from collections.abc import Callable
@@ -65,9 +66,23 @@ def extra_bytes_of_a_step(opt: npoptim.Optimizer, set_grads: Any) -> int:
     return peak - before
 
 
+@functools.cache
+def _pool() -> np.ndarray:
+    return np.random.default_rng(0).standard_normal(3 * SIZE, dtype=np.float32)
+
+
+def normal(rng: np.random.Generator, shape: tuple[int, ...], order: str = "C") -> np.ndarray:
+    """A new float32 array of standard normal values: a window of one pool, drawn once, at a
+    place ``rng`` picks (a million new values a parameter or gradient would take most of a
+    test's time; a step does the same work whatever the values)."""
+    size = int(np.prod(shape))
+    start = int(rng.integers(0, _pool().size - size + 1))
+    return _pool()[start : start + size].reshape(shape).astype(np.float32, order=order)
+
+
 def dense(p: Parameter, rng: np.random.Generator, order: str = "K") -> Callable[[], None]:
     def set_grads() -> None:
-        p.grad = rng.standard_normal(p.shape).astype(p.dtype, order=order)
+        p.grad = normal(rng, p.shape).astype(p.dtype, order=order, copy=False)
 
     return set_grads
 
@@ -79,7 +94,7 @@ def test_elementwise_step_allocates_no_parameter_sized_temporary(
     name: str, kwargs: dict[str, Any], path: str
 ) -> None:
     rng = np.random.default_rng(0)
-    p = Parameter(rng.standard_normal(SIZE).astype(np.float32))
+    p = Parameter(normal(rng, (SIZE,)))
     opt = in_train_mode(getattr(npoptim, name)([p], **{**kwargs, **PATHS[path]}))
     assert extra_bytes_of_a_step(opt, dense(p, rng)) < p.nbytes / 4
 
@@ -88,7 +103,7 @@ def test_elementwise_step_allocates_no_parameter_sized_temporary(
 @pytest.mark.parametrize("name", ELEMENTWISE)
 def test_fused_step_allocates_no_parameter_sized_temporary(name: str) -> None:
     rng = np.random.default_rng(0)
-    p = Parameter(rng.standard_normal(SIZE).astype(np.float32))
+    p = Parameter(normal(rng, (SIZE,)))
     kwargs = {"lr": 0.1} if name == "SGD" else {}
     opt = in_train_mode(getattr(npoptim, name)([p], fused=True, **kwargs))
     assert extra_bytes_of_a_step(opt, dense(p, rng)) < p.nbytes / 4
@@ -100,7 +115,7 @@ def test_fortran_parameter_with_c_gradient_allocates_no_parameter_sized_temporar
     name: str, path: str
 ) -> None:
     rng = np.random.default_rng(0)
-    p = Parameter(np.asfortranarray(rng.standard_normal((1000, SIZE // 1000)), np.float32))
+    p = Parameter(normal(rng, (1000, SIZE // 1000), order="F"))
     opt = in_train_mode(getattr(npoptim, name)([p], **ALL_PATHS[path]))
     assert extra_bytes_of_a_step(opt, dense(p, rng, order="C")) < p.nbytes / 4
 

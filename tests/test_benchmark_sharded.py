@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("mpi4py", reason="the mpi extra")
-pytest.importorskip("torch", reason="the benchmark shares step_time.py's workloads")
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "sharded_checkpoint.py"
 

@@ -402,8 +402,10 @@ def test_checkpoints_with_changed_bytes_load_or_raise_checkpoint_error(
     load_or_checkpoint_error(bytes(damaged), mode)
 
 
+# 500 a mode: the 1,000 edited manifests this test drew before it ran in both modes, shared
+# between them (the manifest is parsed and checked by the same code in both).
 @pytest.mark.parametrize("mode", LOAD_MODES)
-@examples(1000)
+@examples(500)
 @given(structures, st.data())
 def test_checkpoints_with_an_edited_manifest_load_or_raise_checkpoint_error(
     mode: str, obj: Any, data: st.DataObject

@@ -559,10 +559,10 @@ def refused_load() -> dict[str, Any]:
 
 
 def resnet50_shapes() -> list[tuple[int, ...]]:
-    """The step-time benchmark's W1 shapes, from benchmarks/step_time.py. That module imports
-    torch at the top, which would cost every rank seconds, so only its ``resnet50_shapes``
-    function is taken from its source (parsed, not copied)."""
-    path = HERE.parent.parent / "benchmarks" / "step_time.py"
+    """The step-time benchmark's W1 shapes, from benchmarks/workloads.py: only its
+    ``resnet50_shapes`` function is taken from its source (parsed, not copied), so that the
+    ranks import nothing of the benchmarks."""
+    path = HERE.parent.parent / "benchmarks" / "workloads.py"
     tree = ast.parse(path.read_text())
     (fn,) = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "resnet50_shapes"]
     namespace: dict[str, Any] = {"np": np, "Shape": tuple}
