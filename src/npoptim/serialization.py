@@ -69,10 +69,10 @@ Speed and memory:
 Saving to a path is atomic and durable: the archive is written to a temporary file in the same
 folder, flushed, ``fsync``-ed and renamed over the target, and the folder is ``fsync``-ed, so a
 failure, a crash or a power loss leaves either the old file or the new one, and no temporary
-file behind. A symlink target is followed; a replaced file keeps its permission
-bits and a new one gets ``0o666`` less the umask. The replaced file is held open through the
-rename and closed by a thread afterwards, so that freeing its blocks does not hold up the save. Saving to a file object writes at its current
-position and is not atomic.
+file behind. A symlink target is followed; a replaced file keeps its permission bits and a
+new one gets ``0o666`` less the umask. The replaced file is held open through the rename and
+closed by a thread afterwards, so that freeing its blocks does not hold up the save. Saving to
+a file object writes at its current position and is not atomic.
 
 Example:
     >>> import io, numpy as np
