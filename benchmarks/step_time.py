@@ -4,6 +4,9 @@
     python benchmarks/step_time.py --quick     # a smaller run (about 2 minutes)
     python benchmarks/step_time.py --threads 4 --json out.json --markdown
 
+``--quick`` takes fewer steps, a smaller sweep, a W4 table of 100,000 rows, and measures the
+bandwidth on arrays of 64 MiB (a smoke run: its figures are not the benchmark's).
+
 Workloads (float32):
 
 * W1: the parameter shapes of ResNet-50 (161 tensors, 25,557,032 values);
@@ -325,8 +328,8 @@ def bench_dense(
     return rows
 
 
-def bench_sparse_adam(warmup: int, repeats: int) -> list[dict]:
-    rows, cols, touched = 1_000_000, 64, 1024
+def bench_sparse_adam(warmup: int, repeats: int, rows: int = 1_000_000) -> list[dict]:
+    cols, touched = 64, 1024
     rng = np.random.default_rng(0)
     table = rng.standard_normal((rows, cols), dtype=np.float32)
     index = rng.choice(rows, touched, replace=False)
@@ -476,7 +479,7 @@ def main(args: argparse.Namespace) -> None:
             "load_before": os.getloadavg()}  # fmt: skip
     print(f"{info['machine']['cpu']}, {info['machine']['cpus']} CPUs, {args.threads} threads,"
           f" load {info['load_before'][0]:.2f}", flush=True)  # fmt: skip
-    bandwidth = memory_bandwidth(args.threads)
+    bandwidth = memory_bandwidth(args.threads, 1 << 26 if args.quick else 1 << 28)
     info["memory_bandwidth_GBps"] = bandwidth / 1e9
     print(f"memory bandwidth (read + write, a += b): {bandwidth / 1e9:.1f} GB/s", flush=True)
     compile_workloads = args.compile_workloads.split(",")
@@ -485,7 +488,7 @@ def main(args: argparse.Namespace) -> None:
         if workload in chosen:
             rows += bench_dense(workload, names, warmup, repeats, workload in compile_workloads)
     if "W4" in chosen:
-        rows += bench_sparse_adam(warmup, repeats)
+        rows += bench_sparse_adam(warmup, repeats, 100_000 if args.quick else 1_000_000)
     sweep = bench_sweep(args.quick, warmup, repeats) if "sweep" in chosen else []
     info["load_after"] = os.getloadavg()
     print("\nMedian step time (ms); ratios are npoptim / torch (MISS: target missed)\n")
