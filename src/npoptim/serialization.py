@@ -420,6 +420,8 @@ class _DurableFile(io.RawIOBase):
                 written = os.write(self.fd, view)
             view, offset = view[written:], offset + written
         if self.unsynced >= _SYNC_BYTES and (self.sync is None or self.sync.done()):
+            if self.sync is not None:
+                self.sync.result()  # raises the error of the last sync, if it failed
             self.unsynced = 0
             self.sync = self.syncer.submit(getattr(os, "fdatasync", os.fsync), self.fd)
 
