@@ -460,10 +460,13 @@ def test_exception_midway_through_writing_leaves_previous_file_and_no_temp_file(
             raise RuntimeError("writer crashed")
         real_write_array(fp, array)
 
+    synced: list[int] = []
     monkeypatch.setattr(serialization, "_write_array", fail_on_second_member)
+    monkeypatch.setattr(os, "fsync", synced.append)
     with pytest.raises(RuntimeError, match="writer crashed"):
         save({"version": "new", "w": np.ones(10), "v": np.ones(3)}, existing[0])
     assert len(calls) == 2
+    assert synced == []  # a failed save does not wait for the disk: its file is removed
     assert_untouched(existing)
 
 

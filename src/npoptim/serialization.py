@@ -100,6 +100,7 @@ import stat
 import struct
 import tempfile
 import threading
+import types
 import zipfile
 import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -443,10 +444,27 @@ class _DurableFile(io.RawIOBase):
                 self.sync.result()
             os.fsync(self.fd)
         finally:
-            self.writer.shutdown(cancel_futures=True)
-            self.syncer.shutdown()
+            self._abandon()
+
+    def _abandon(self) -> None:
+        """Closes the file without writing what waits or syncing it (after an error: the
+        file is removed); the write or sync under way ends first."""
+        self.writer.shutdown(cancel_futures=True)
+        self.syncer.shutdown(cancel_futures=True)
+        if not self.closed:
             os.close(self.fd)
             super().close()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: types.TracebackType | None,
+    ) -> None:
+        if kind is None:
+            self.close()
+        else:  # the save failed: no point in waiting for the disk
+            self._abandon()
 
 
 def _mode_for(target: str) -> int:
