@@ -13,6 +13,7 @@ from ._kernels import elementwise
 from ._kernels.element import helper
 from ._kernels.loop import Array, average_of_squares, gradient, temporaries
 from ._kernels.registry import Algorithm
+from ._math import lerp_
 from ._validation import (
     LIKE_PARAM,
     StateKey,
@@ -38,22 +39,11 @@ _NOT_TRAINING = (
 )
 
 
-def _lerp(a: Array, b: Array, weight: float, tmp: Array) -> None:
-    """``a ← a + weight (b - a)`` in place, in torch's two forms (``b - (b - a)(1 - weight)``
-    from weight 0.5 on), as ``torch.lerp`` rounds; ``tmp`` is scratch."""
-    np.subtract(b, a, out=tmp)
-    if weight < 0.5:
-        tmp *= weight
-        a += tmp
-    else:
-        tmp *= 1 - weight
-        np.subtract(b, tmp, out=a)
-
-
 @helper
 def lerp_to_z(y: Any, z: Any, scalar: Any, flag: Any) -> Any:
-    """:func:`_lerp` of one element, ``y + c (z - y)`` with ``c`` = ``scalar.ckp1``, in
-    torch's lerp's second form when ``flag.lerp_from_end`` (see :func:`averaging_numbers`)."""
+    """:func:`npoptim._math.lerp_` of one element, ``y + c (z - y)`` with ``c`` =
+    ``scalar.ckp1``, in torch's lerp's second form when ``flag.lerp_from_end`` (see
+    :func:`averaging_numbers`)."""
     if flag.lerp_from_end:
         return z - (z - y) * scalar.one_minus_ckp1
     return y + (z - y) * scalar.ckp1
@@ -140,7 +130,7 @@ class ScheduleFree(Optimizer):
             for p in group["params"]:
                 z = self.state.get(p, {}).get("z")  # (a parameter yet to step has no z)
                 if z is not None:
-                    _lerp(p.view(np.ndarray), z, weight, np.empty_like(z))
+                    lerp_(p.view(np.ndarray), z, weight)
             group["train_mode"] = train
 
     def train(self) -> None:
@@ -376,7 +366,7 @@ def _adamw_schedulefree_piece(
     if weight_decay != 0:
         np.multiply(y, weight_decay, out=tmp)
         g_hat += tmp  # + λ y_t
-    _lerp(y, z, ckp1, tmp)  # y ← y + c (z - y)
+    lerp_(y, z, ckp1, tmp)  # y ← y + c (z - y)
     np.multiply(g_hat, y_step, out=tmp)
     y += tmp  # y_{t+1} = y + γ_t(β1(1 - c) - 1) ĝ_t
     g_hat *= lr

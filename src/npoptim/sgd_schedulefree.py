@@ -13,12 +13,13 @@ from ._kernels.element import decay_flags, gradient
 from ._kernels.loop import Array, temporaries
 from ._kernels.loop import gradient as piece_gradient
 from ._kernels.registry import Algorithm
+from ._math import lerp_
 from ._validation import LIKE_PARAM, StateKey, TypeCheck, check_nonnegative, real
 from .optimizer import (
     ParamsT,
 )
 from .parameter import Parameter
-from .schedulefree import ScheduleFree, _lerp, averaging_defaults, averaging_numbers, lerp_to_z
+from .schedulefree import ScheduleFree, averaging_defaults, averaging_numbers, lerp_to_z
 
 __all__ = ["SGDScheduleFree", "sgd_schedulefree"]
 
@@ -193,7 +194,7 @@ def _sgd_schedulefree_piece(
     """One Schedule-Free SGD update of a piece of :math:`y` and :math:`z`."""
     g_t, tmp = temporaries(y, 2)
     g = piece_gradient(y, g, g_t, tmp, maximize=maximize, weight_decay=weight_decay)  # + λ y_t
-    _lerp(y, z, ckp1, tmp)  # y ← y + c (z - y)
+    lerp_(y, z, ckp1, tmp)  # y ← y + c (z - y)
     np.multiply(g, y_step, out=tmp)
     y += tmp  # y_{t+1} = y + γ_t(β(1 - c) - 1) g_t
     np.multiply(g, lr, out=tmp)
