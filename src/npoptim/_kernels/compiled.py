@@ -245,6 +245,16 @@ def _transpose_square(
 
 
 @_jit
+def _move(buffer: Any, a: Any, c: Any, corner: Any, k: Any, into_buffer: bool) -> None:
+    """Element ``(a, c)`` of a tile's copy from element ``k`` of the array at ``corner``, or
+    with ``into_buffer`` False back to it."""
+    if into_buffer:
+        buffer[a, c] = corner[k]
+    else:
+        corner[k] = buffer[a, c]
+
+
+@_jit
 def _copy_tile(addresses: Any, strides: Any, tile: Any, buffer: Any, into_buffer: bool) -> None:
     """Copy a tile of one role's array into ``buffer`` (its rows and columns, from row 0 and
     column 0) or, with ``into_buffer`` False, back: only where its columns are not contiguous
@@ -276,24 +286,15 @@ def _copy_tile(addresses: Any, strides: Any, tile: Any, buffer: Any, into_buffer
         # the rows and columns left over: at most side - 1 of each
         for c in range(columns):
             for a in range(block_rows if c < block_columns else 0, rows):
-                if into_buffer:
-                    buffer[a, c] = corner[a + c * column_stride]
-                else:
-                    corner[a + c * column_stride] = buffer[a, c]
+                _move(buffer, a, c, corner, a + c * column_stride, into_buffer)
     elif abs(row_stride) < abs(column_stride):
         for c in range(columns):
             for a in range(rows):
-                if into_buffer:
-                    buffer[a, c] = corner[a * row_stride + c * column_stride]
-                else:
-                    corner[a * row_stride + c * column_stride] = buffer[a, c]
+                _move(buffer, a, c, corner, a * row_stride + c * column_stride, into_buffer)
     else:
         for a in range(rows):
             for c in range(columns):
-                if into_buffer:
-                    buffer[a, c] = corner[a * row_stride + c * column_stride]
-                else:
-                    corner[a * row_stride + c * column_stride] = buffer[a, c]
+                _move(buffer, a, c, corner, a * row_stride + c * column_stride, into_buffer)
 
 
 @_jit
