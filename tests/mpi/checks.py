@@ -11,8 +11,8 @@ traceback instead of stopping the others.
 from __future__ import annotations
 
 import argparse
-import ast
 import copy
+import importlib.util
 import inspect
 import json
 import os
@@ -559,15 +559,13 @@ def refused_load() -> dict[str, Any]:
 
 
 def resnet50_shapes() -> list[tuple[int, ...]]:
-    """The step-time benchmark's W1 shapes, from benchmarks/workloads.py: only its
-    ``resnet50_shapes`` function is taken from its source (parsed, not copied), so that the
-    ranks import nothing of the benchmarks."""
+    """The step-time benchmark's W1 shapes, from benchmarks/workloads.py (NumPy only)."""
     path = HERE.parent.parent / "benchmarks" / "workloads.py"
-    tree = ast.parse(path.read_text())
-    (fn,) = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "resnet50_shapes"]
-    namespace: dict[str, Any] = {"np": np, "Shape": tuple}
-    exec(compile(ast.Module([fn], type_ignores=[]), str(path), "exec"), namespace)
-    shapes: list[tuple[int, ...]] = namespace["resnet50_shapes"]()
+    spec = importlib.util.spec_from_file_location("workloads", path)
+    assert spec is not None and spec.loader is not None
+    workloads = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(workloads)
+    shapes: list[tuple[int, ...]] = workloads.resnet50_shapes()
     return shapes
 
 
