@@ -277,7 +277,7 @@ def bytes_moved(optimizer: npoptim.Optimizer) -> int:
     return total
 
 
-def memory_bandwidth(threads: int, size: int = 1 << 28) -> float:
+def memory_bandwidth(threads: int, size: int) -> float:
     """The machine's memory bandwidth as an optimizer step uses it: bytes read plus bytes
     written per second by ``a += b`` on two arrays of ``size`` bytes, shared among ``threads``
     threads (the best of 5). An in-place update, like an optimizer's (a copy to another array
@@ -328,7 +328,7 @@ def bench_dense(
     return rows
 
 
-def bench_sparse_adam(warmup: int, repeats: int, rows: int = 1_000_000) -> list[dict]:
+def bench_sparse_adam(warmup: int, repeats: int, rows: int) -> list[dict]:
     cols, touched = 64, 1024
     rng = np.random.default_rng(0)
     table = rng.standard_normal((rows, cols), dtype=np.float32)
