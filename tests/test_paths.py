@@ -449,11 +449,16 @@ def test_a_tile_is_copied_into_the_scratch_and_back_bit_for_bit(
     memory = raw.view(dtype)  # NaNs with payloads among the values
     row_stride, column_stride = strides
     origin = 69 * 70 if column_stride < 0 else 0
-    matrix = np.lib.stride_tricks.as_strided(
-        memory[origin:],
-        shape=(30, 25),
-        strides=(row_stride * memory.itemsize, column_stride * memory.itemsize),
-    )
+
+    def seen(a: np.ndarray) -> np.ndarray:
+        """``a`` (one element per element of memory) seen as the strided matrix."""
+        return np.lib.stride_tricks.as_strided(
+            a[origin:],
+            shape=(30, 25),
+            strides=(row_stride * a.itemsize, column_stride * a.itemsize),
+        )
+
+    matrix = seen(memory)
     tile = np.array([0, 5, 26, 3, 22], dtype=np.int64)
     addresses = np.array([memory[origin:].ctypes.data], dtype=np.int64)
     table = np.array([strides], dtype=np.int64)
@@ -466,10 +471,7 @@ def test_a_tile_is_copied_into_the_scratch_and_back_bit_for_bit(
     copy(addresses, table, tile, buffer, False)
     np.testing.assert_array_equal(matrix[5:26, 3:22].view(unsigned), np.flip(expected, 0))
     outside = np.ones(memory.shape, dtype=bool)
-    outside[np.lib.stride_tricks.as_strided(
-        np.arange(memory.size)[origin:], shape=(30, 25),
-        strides=(row_stride * 8, column_stride * 8),
-    )[5:26, 3:22].reshape(-1)] = False  # fmt: skip
+    outside[seen(np.arange(memory.size))[5:26, 3:22].reshape(-1)] = False
     assert np.array_equal(memory.view(unsigned)[outside], before.view(unsigned)[outside])
 
 
