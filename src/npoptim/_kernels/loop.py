@@ -218,8 +218,9 @@ def pieces(arrays: Sequence[Array | None], limit: int) -> list[list[Array | None
     """Matching views of same-shaped ``arrays`` (None stays None) that cover them in pieces
     of at most ``limit`` elements, taken in the memory order of ``arrays[0]``: each piece of
     ``arrays[0]`` is contiguous where it is, whatever the layouts of the others (their pieces
-    are then strided views; NumPy's loops and the compiled path's staging take them as they
-    are). Arrays that share one contiguous layout are cut as flat 1-D pieces."""
+    are then strided views: :func:`run_pieces` copies a tile whose rows are not contiguous
+    before the update, see :func:`_staged`). Arrays that share one contiguous layout are cut
+    as flat 1-D pieces."""
     first = arrays[0]
     assert first is not None
     if first.ndim == 0:
