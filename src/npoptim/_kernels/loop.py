@@ -447,8 +447,11 @@ def reduce_pieces(piece: Piece, jobs: Sequence[Job], sums: int) -> list[tuple[fl
         tasks += [(i, views, kwargs) for views in pieces(arrays, limit)]
 
     def reduce(task: tuple[int, Sequence[Array | None], Mapping[str, Any]]) -> list[Array]:
-        terms = cast(Sequence[Array], piece(*task[1], **task[2]))
-        return [block_totals(t) for t in terms]
+        staged = _staged(task[1])
+        terms = cast(Sequence[Array], piece(*staged, **task[2]))
+        totals = [block_totals(t) for t in terms]
+        _write_back(task[1], staged)
+        return totals
 
     totals = [[0.0] * sums for _ in jobs]
     for (i, _, _), found in zip(tasks, parallel_map(reduce, tasks), strict=True):
