@@ -417,48 +417,82 @@ def _machinery() -> str:
 
 
 class _Source:
-    """The generated source of an algorithm's kernels (contiguous and strided), and the
-    names it needs."""
+    """The source generated from ``template`` for an algorithm (the fields every template
+    has, its scalars' and flags' names, plus ``fields``), the name of its functions (which
+    carries a digest of it, see :func:`_machinery`), and the functions it defines."""
 
     def __init__(
-        self, algorithm: Algorithm, scalar_names: Sequence[str], flag_names: Sequence[str]
+        self,
+        algorithm: Algorithm,
+        scalar_names: Sequence[str],
+        flag_names: Sequence[str],
+        template: str,
+        label: str,
+        fields: Mapping[str, Any],
     ) -> None:
-        roles = len(algorithm.roles)
-        optional = [algorithm.roles.index(name) for name in algorithm.optional]
-        body = _TEMPLATE.format(
+        body = template.format(
             name="{name}",
             scalar_fields=", ".join(f"row[{k}]" for k in range(len(scalar_names))),
             flag_fields=", ".join(f"flags[{k}]" for k in range(len(flag_names))),
-            views="\n".join(
-                f"        r{r} = view(addresses[{r}], header, block, scalars)" for r in range(roles)
-            ),
-            loops=_loops(roles, optional, strided=False),
-            roles=roles,
-            tile_views="\n".join(
-                f"        a{r}, s{r}, c{r} = addresses[{r}], strides[{r}], buffer[slots[{r}]]"
-                for r in range(roles)
-            ),
-            gather="\n".join(
-                f"        copy_tile(a{r}, s{r}, tile, c{r}, True)" for r in range(roles)
-            ),
-            rows="\n".join(
-                f"            r{r} = row_of(a{r}, s{r}, tile, a, c{r})" for r in range(roles)
-            ),
-            strided_loops=_loops(roles, optional, strided=True),
-            write_back="\n".join(
-                f"        copy_tile(a{r}, s{r}, tile, c{r}, False)" for r in range(roles) if r != 1
-            ),
-        )  # fmt: skip
-        update = cast(types.FunctionType, algorithm.element)
+            **fields,
+        )
+        self.algorithm = algorithm
+        self.update = cast(types.FunctionType, algorithm.element)
         digest = hashlib.sha256(
             "\0".join(
-                [body, *scalar_names, "|", *flag_names, update.__code__.co_filename, _machinery()]
+                [body, *scalar_names, "|", *flag_names, self.update.__code__.co_filename,
+                 _machinery()]
             ).encode()
-        ).hexdigest()[:12]
-        self.name = f"_{algorithm.name}_{digest}"
+        ).hexdigest()[:12]  # fmt: skip
+        self.name = f"_{algorithm.name}{label}_{digest}"
         self.text = body.format(name=self.name)
-        self.filename = update.__code__.co_filename
         self.scalar_names, self.flag_names = tuple(scalar_names), tuple(flag_names)
+
+    def functions(self, **helpers: Any) -> dict[str, Any]:
+        """The namespace of the generated functions (not compiled), which call the element
+        update, :func:`_view` and ``helpers``."""
+        name = self.algorithm.name
+        namespace: dict[str, Any] = {
+            "__name__": self.update.__module__,  # numba's cache finds the code's module by this
+            "view": _view,
+            "np": np,
+            "update": _compile_element(self.update),
+            "Scalars": collections.namedtuple(f"{name}_scalars", self.scalar_names),
+            "Flags": collections.namedtuple(f"{name}_flags", self.flag_names),
+            **helpers,
+        }
+        # compiled under the file name of the algorithm's module, so that numba's cache knows it
+        exec(compile(self.text, self.update.__code__.co_filename, "exec"), namespace)
+        return namespace
+
+
+def _elementwise_source(
+    algorithm: Algorithm, scalar_names: Sequence[str], flag_names: Sequence[str]
+) -> _Source:
+    """The source of an algorithm's kernels, contiguous and strided (:data:`_TEMPLATE`)."""
+    roles = len(algorithm.roles)
+    optional = [algorithm.roles.index(name) for name in algorithm.optional]
+    fields = dict(
+        views="\n".join(
+            f"        r{r} = view(addresses[{r}], header, block, scalars)" for r in range(roles)
+        ),
+        loops=_loops(roles, optional, strided=False),
+        tile_views="\n".join(
+            f"        a{r}, s{r}, c{r} = addresses[{r}], strides[{r}], buffer[slots[{r}]]"
+            for r in range(roles)
+        ),
+        gather="\n".join(
+            f"        copy_tile(a{r}, s{r}, tile, c{r}, True)" for r in range(roles)
+        ),
+        rows="\n".join(
+            f"            r{r} = row_of(a{r}, s{r}, tile, a, c{r})" for r in range(roles)
+        ),
+        strided_loops=_loops(roles, optional, strided=True),
+        write_back="\n".join(
+            f"        copy_tile(a{r}, s{r}, tile, c{r}, False)" for r in range(roles) if r != 1
+        ),
+    )  # fmt: skip
+    return _Source(algorithm, scalar_names, flag_names, _TEMPLATE, "", fields)
 
 
 # --------------------------------------------------------------------------- the kernels
@@ -479,26 +513,14 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _kernel_functions(source: _Source, algorithm: Algorithm) -> dict[str, Any]:
+def _kernel_functions(source: _Source) -> dict[str, Any]:
     """The jitted run functions of ``source``, ``"contiguous"`` and ``"strided"`` (not yet
     compiled for any dtype)."""
-    key = (algorithm.name, source.scalar_names, source.flag_names)
+    key = (source.algorithm.name, source.scalar_names, source.flag_names)
     found = _kernels.get(key)
     if found is not None:
         return found
-    update = cast(types.FunctionType, algorithm.element)
-    namespace: dict[str, Any] = {
-        "__name__": update.__module__,  # numba's cache finds the module of the code by this
-        "view": _view,
-        "row_of": _row,
-        "copy_tile": _copy_tile,
-        "np": np,
-        "update": _compile_element(update),
-        "Scalars": collections.namedtuple(f"{algorithm.name}_scalars", source.scalar_names),
-        "Flags": collections.namedtuple(f"{algorithm.name}_flags", source.flag_names),
-    }
-    # compiled under the name of the algorithm's module, so that numba's cache knows it
-    exec(compile(source.text, source.filename, "exec"), namespace)
+    namespace = source.functions(row_of=_row, copy_tile=_copy_tile)
     found = _kernels[key] = {
         "contiguous": _jit_cached(namespace[f"{source.name}_run"]),
         "strided": _jit_cached(namespace[f"{source.name}_run_strided"]),
@@ -534,8 +556,8 @@ def kernel(
         return found
     with _build_lock:  # one compilation at a time (numba has a lock of its own, too)
         if key not in _ready:
-            source = _Source(algorithm, scalar_names, flag_names)
-            function = _kernel_functions(source, algorithm)[kind]
+            source = _elementwise_source(algorithm, scalar_names, flag_names)
+            function = _kernel_functions(source)[kind]
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", numba.NumbaWarning)
                 function.compile(_signature(real, kind))
@@ -823,10 +845,7 @@ def _sums_kernel(
             written = [r for r in roles if r != 1 and (
                 writes is None or algorithm.roles[r] in writes)]  # fmt: skip
             terms = [f"t{k}" for k in range(algorithm.sums)]
-            body = _SUMS_TEMPLATE.format(
-                name="{name}",
-                scalar_fields=", ".join(f"row[{k}]" for k in range(len(scalar_names))),
-                flag_fields=", ".join(f"flags[{k}]" for k in range(len(flag_names))),
+            fields = dict(
                 views="\n".join(
                     f"        r{r} = view(addresses[{r}], 0, block, scalars)" for r in roles
                 ),
@@ -841,20 +860,9 @@ def _sums_kernel(
                     f"            lanes[{k}, lane] += t{k}" for k in range(algorithm.sums)
                 ),
             )
-            update = cast(types.FunctionType, algorithm.element)
-            parts = [body, *scalar_names, "|", *flag_names, update.__code__.co_filename]
-            digest = hashlib.sha256("\0".join([*parts, _machinery()]).encode()).hexdigest()[:12]
-            name = f"_{algorithm.name}_sums_{digest}"
-            namespace: dict[str, Any] = {
-                "__name__": update.__module__,
-                "view": _view,
-                "np": np,
-                "update": _compile_element(update),
-                "Scalars": collections.namedtuple(f"{algorithm.name}_scalars", scalar_names),
-                "Flags": collections.namedtuple(f"{algorithm.name}_flags", flag_names),
-            }
-            exec(compile(body.format(name=name), update.__code__.co_filename, "exec"), namespace)
-            function = _jit_cached(namespace[f"{name}_run"])
+            source = _Source(algorithm, scalar_names, flag_names, _SUMS_TEMPLATE, "_sums", fields)
+            namespace = source.functions()
+            function = _jit_cached(namespace[f"{source.name}_run"])
             t = _numba_types
             table, totals = t.int64[:, ::1], t.float64[:, ::1]
             scalars = numba.from_dtype(real)[:, ::1]
