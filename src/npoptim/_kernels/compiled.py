@@ -891,8 +891,10 @@ def run_sums(
     wait: bool,
 ) -> list[tuple[float, ...]] | None:
     """:func:`run` for an algorithm with ``sums``: each parameter's totals, or None, having
-    changed nothing, when a kernel is not ready (``wait=False``). Parameters of other dtypes
-    or of mixed layouts take the NumPy path (:func:`npoptim._kernels.loop.reduce_pieces`)."""
+    changed nothing, when a kernel is not ready (``wait=False``). Parameters of mixed layouts
+    go through :func:`npoptim._kernels.loop.reduce_pieces`, whose tiles of whole rows the
+    kernel takes once staged (:func:`_tile_totals`); parameters of other dtypes, and tiles
+    that are not contiguous even then, take its NumPy path."""
     scalars, flags = algorithm.numbers(roles, per_param, shared)
     params = cast(Sequence[Array], roles[0])
     by_dtype: dict[np.dtype[Any], list[int]] = {}
@@ -903,7 +905,7 @@ def run_sums(
         else:
             others.append(i)
     kernels = {}
-    for dtype in by_dtype:
+    for dtype in {params[i].dtype for i in others if params[i].dtype in _REAL} | set(by_dtype):
         found = _sums_kernel(algorithm, _REAL[dtype], list(scalars), list(flags), wait=wait)
         if found is None:
             return None
@@ -935,10 +937,39 @@ def run_sums(
             totals[i] = tuple(loop.add_in_order(0.0, rows[:, s]) for s in range(algorithm.sums))
     if others:
         jobs = [job(roles, per_param, shared, i) for i in others]
-        for i, found in zip(others, loop.reduce_pieces(algorithm.piece, jobs, algorithm.sums),
-                            strict=True):  # fmt: skip
+        tiles = functools.partial(
+            _tile_totals, algorithm, kernels, params, others, scalars, flag_array
+        )
+        for i, found in zip(others, loop.reduce_pieces(algorithm.piece, jobs, algorithm.sums,
+                                                       tiles), strict=True):  # fmt: skip
             totals[i] = found
     return totals
+
+
+def _tile_totals(
+    algorithm: Algorithm,
+    kernels: Mapping[np.dtype[Any], Any],
+    params: Sequence[Array],
+    indices: Sequence[int],
+    scalars: Mapping[str, Any],
+    flags: Array,
+    k: int,
+    staged: Sequence[Array | None],
+) -> list[Array] | None:
+    """The block totals of a tile of parameter ``indices[k]`` (of mixed layouts), its arrays
+    as :func:`npoptim._kernels.loop.reduce_pieces` stages them, from the parameter's kernel:
+    a tile of whole rows is contiguous in every array then, and its blocks are those of
+    :func:`npoptim._kernels.loop.block_totals`, from the tile's first element. None (the NumPy
+    piece then) for another dtype, or a tile that is not contiguous (a strided parameter)."""
+    i = indices[k]
+    function = kernels.get(params[i].dtype)
+    if function is None or any(v is not None and not v.flags.c_contiguous for v in staged):
+        return None
+    table = np.array([[0 if v is None else v.ctypes.data] for v in staged], dtype=np.int64)
+    blocks = _blocks(np.array([cast(Array, staged[0]).size], dtype=np.int64), loop.REDUCE_BLOCK)
+    sums = np.zeros((len(blocks), algorithm.sums))
+    function(table, blocks, _scalar_table(scalars, [i], _REAL[params[i].dtype]), flags, sums)
+    return [sums[:, s] for s in range(sums.shape[1])]
 
 
 _IMPORTED = True  # the last line: the background thread has finished importing this module

@@ -428,18 +428,27 @@ def real_views(roles: Sequence[Sequence[Array] | None], i: int) -> list[Array | 
 
 
 # ------------------------------------------------------------------------ sums of terms
-def reduce_pieces(piece: Piece, jobs: Sequence[Job], sums: int) -> list[tuple[float, ...]]:
+#: The block totals of a piece computed another way (the compiled path's), from the index of
+#: the piece's parameter and the piece's arrays (as :func:`_staged` gives them); None where
+#: it cannot take that piece.
+PieceTotals = Callable[[int, Sequence["Array | None"]], "list[Array] | None"]
+
+
+def reduce_pieces(
+    piece: Piece, jobs: Sequence[Job], sums: int, totals_of: PieceTotals | None = None
+) -> list[tuple[float, ...]]:
     """The NumPy path of an algorithm with ``sums`` (see
     :class:`npoptim._kernels.registry.Algorithm`): ``piece(*arrays, **kwargs)`` over each
     parameter's pieces, shared among threads, each returning its ``sums`` arrays of terms;
-    returns each parameter's totals.
+    returns each parameter's totals. ``totals_of``, when given, updates a piece and gives its
+    block totals instead, where it can.
 
     The order of the additions is fixed, whatever the threads and the path: a parameter's
     terms, in the order its pieces cover it, are cut into blocks of :data:`REDUCE_BLOCK`;
     each block is added up in float64 in :data:`REDUCE_LANES` lanes (:func:`block_totals`),
     and the block totals from the first block to the last, starting from 0. A piece is a
-    whole number of blocks, so a block never spans two pieces; the compiled path adds in
-    the same order.
+    whole number of blocks, so a block never spans two pieces (a tile of a parameter of mixed
+    layouts may end in a shorter one); the compiled path adds in the same order.
     """
     tasks: list[tuple[int, Sequence[Array | None], Mapping[str, Any]]] = []
     for i, (arrays, kwargs) in enumerate(jobs):
@@ -449,10 +458,12 @@ def reduce_pieces(piece: Piece, jobs: Sequence[Job], sums: int) -> list[tuple[fl
 
     def reduce(task: tuple[int, Sequence[Array | None], Mapping[str, Any]]) -> list[Array]:
         staged = _staged(task[1])
-        terms = cast(Sequence[Array], piece(*staged, **task[2]))
-        totals = [block_totals(t) for t in terms]
+        found = None if totals_of is None else totals_of(task[0], staged)
+        if found is None:
+            terms = cast(Sequence[Array], piece(*staged, **task[2]))
+            found = [block_totals(t) for t in terms]
         _write_back(task[1], staged)
-        return totals
+        return found
 
     totals = [[0.0] * sums for _ in jobs]
     for (i, _, _), found in zip(tasks, parallel_map(reduce, tasks), strict=True):
