@@ -787,11 +787,11 @@ def real_dtype(dtype: np.dtype[Any]) -> np.dtype[Any] | None:
 
 
 # -------------------------------------------------------------------- kernels with sums
-# An algorithm with ``sums`` (see the registry) has one kernel, for parameters whose arrays
-# share one contiguous layout: each block of ``loop.REDUCE_BLOCK`` elements adds its terms
-# in float64, first to last, into its row of ``totals``; the rows of a parameter are then
-# added in block order, as :func:`npoptim._kernels.loop.reduce_pieces` does on the NumPy
-# paths (which also take the parameters of other layouts here).
+# An algorithm with ``sums`` (see the registry) has one kernel, for arrays that share one
+# contiguous layout: each block of ``loop.REDUCE_BLOCK`` elements adds its terms in float64,
+# first to last, into its row of ``totals``; the rows of a parameter are then added in block
+# order, as :func:`npoptim._kernels.loop.reduce_pieces` does on the NumPy paths. A parameter
+# of mixed layouts goes through ``reduce_pieces``, whose staged tiles the kernel takes.
 _SUMS_TEMPLATE = """
 def {name}_run(addresses, blocks, scalars, flags, totals):
     for k in range(blocks.shape[0]):
