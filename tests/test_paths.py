@@ -512,3 +512,55 @@ def test_sums_are_added_in_lanes_and_blocks_in_a_fixed_order(path: str, size: in
     ((weight_sq, grad_sq),) = npoptim._kernels.elementwise(NORMS, [[p], [g]], {}, **flags)
     assert weight_sq == _sum_in_lanes_and_blocks(np.square(p).astype(np.float64))
     assert grad_sq == _sum_in_lanes_and_blocks(np.square(g).astype(np.float64))
+
+
+def test_tiles_whose_rows_are_not_contiguous_reach_the_update_as_copies() -> None:
+    """The for-loop path gives an update the tiles of a Fortran-ordered parameter's C-ordered
+    gradient and state as C-ordered copies (NumPy's loops would read the arrays themselves
+    one element per cache line), in tiles of whole rows, and copies back what the update
+    wrote, except to the gradient, which an update only reads."""
+    rng = np.random.default_rng(0)
+    p = np.asfortranarray(rng.standard_normal((300, 40)))  # 40 rows of 300 in memory
+    g, s = rng.standard_normal((300, 40)), rng.standard_normal((300, 40))
+    p0, g0, s0 = p.copy(), g.copy(), s.copy()
+    seen = []
+
+    def piece(p: np.ndarray, g: np.ndarray, s: np.ndarray) -> None:
+        seen.append((p.shape, [a.flags.c_contiguous for a in (p, g, s)]))
+        p += g
+        s -= g
+        g[...] = 0  # written to the copy only
+
+    loop.run_pieces(piece, [([p, g, s], {})])
+    assert len(seen) > 1  # several pieces (4 KiB here)
+    assert all(shape[1] == 300 and all(contiguous) for shape, contiguous in seen)
+    np.testing.assert_array_equal(p, p0 + g0)
+    np.testing.assert_array_equal(s, s0 - g0)
+    np.testing.assert_array_equal(g, g0)
+
+
+@needs_numba
+def test_sums_over_mixed_layouts_come_from_the_compiled_kernel(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The fused path's sums over a Fortran-ordered parameter with a C-ordered gradient
+    come from its compiled kernel, tile by staged tile, and equal the NumPy path's."""
+    from npoptim.lars import NORMS
+
+    compiled = importlib.import_module("npoptim._kernels.compiled")
+    original = compiled._tile_totals
+    taken: list[bool] = []
+
+    def spy(*args: Any) -> Any:
+        found = original(*args)
+        taken.append(found is not None)
+        return found
+
+    monkeypatch.setattr(compiled, "_tile_totals", spy)
+    rng = np.random.default_rng(1)
+    p = Parameter(np.asfortranarray(rng.standard_normal((45, 70)).astype(np.float32)))
+    g = rng.standard_normal((45, 70)).astype(np.float32)
+    fused = npoptim._kernels.elementwise(NORMS, [[p], [g]], {}, foreach=None, fused=True)
+    assert len(taken) > 1 and all(taken)  # several tiles (4 KiB here), each compiled
+    numpy_path = npoptim._kernels.elementwise(NORMS, [[p], [g]], {}, foreach=True, fused=None)
+    assert fused == numpy_path
