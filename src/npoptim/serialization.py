@@ -380,6 +380,8 @@ class _DurableFile(io.RawIOBase):
         self.waiting = 0  # their bytes
         self.unsynced = 0
         self.sync: Future[None] | None = None
+        # the writer thread and the calling thread (small writes) both count and start syncs
+        self.sync_lock = threading.Lock()
 
     def writable(self) -> bool:
         return True
@@ -412,7 +414,7 @@ class _DurableFile(io.RawIOBase):
         return size
 
     def _write_at(self, view: memoryview, offset: int) -> None:
-        self.unsynced += len(view)
+        size = len(view)
         while view:
             if hasattr(os, "pwrite"):
                 written = os.pwrite(self.fd, view, offset)
@@ -420,11 +422,13 @@ class _DurableFile(io.RawIOBase):
                 os.lseek(self.fd, offset, os.SEEK_SET)
                 written = os.write(self.fd, view)
             view, offset = view[written:], offset + written
-        if self.unsynced >= _SYNC_BYTES and (self.sync is None or self.sync.done()):
-            if self.sync is not None:
-                self.sync.result()  # raises the error of the last sync, if it failed
-            self.unsynced = 0
-            self.sync = self.syncer.submit(getattr(os, "fdatasync", os.fsync), self.fd)
+        with self.sync_lock:  # else both threads could start a sync, and one's error be lost
+            self.unsynced += size
+            if self.unsynced >= _SYNC_BYTES and (self.sync is None or self.sync.done()):
+                if self.sync is not None:
+                    self.sync.result()  # raises the error of the last sync, if it failed
+                self.unsynced = 0
+                self.sync = self.syncer.submit(getattr(os, "fdatasync", os.fsync), self.fd)
 
     def _collect(self, limit: int) -> None:
         """Waits until at most ``limit`` bytes wait for the writer (and raises the writer's
