@@ -937,9 +937,13 @@ def run_sums(
             totals[i] = tuple(loop.add_in_order(0.0, rows[:, s]) for s in range(algorithm.sums))
     if others:
         jobs = [job(roles, per_param, shared, i) for i in others]
-        tiles = functools.partial(
-            _tile_totals, algorithm, kernels, params, others, scalars, flag_array
-        )
+        per_tile = [  # each parameter's kernel and row of scalars, for all its tiles
+            (kernels[params[i].dtype], _scalar_table(scalars, [i], _REAL[params[i].dtype]))
+            if params[i].dtype in kernels
+            else None
+            for i in others
+        ]
+        tiles = functools.partial(_tile_totals, algorithm.sums, per_tile, flag_array)
         for i, found in zip(others, loop.reduce_pieces(algorithm.piece, jobs, algorithm.sums,
                                                        tiles), strict=True):  # fmt: skip
             totals[i] = found
@@ -947,29 +951,28 @@ def run_sums(
 
 
 def _tile_totals(
-    algorithm: Algorithm,
-    kernels: Mapping[np.dtype[Any], Any],
-    params: Sequence[Array],
-    indices: Sequence[int],
-    scalars: Mapping[str, Any],
+    sums: int,
+    per_tile: Sequence[tuple[Any, Array] | None],
     flags: Array,
     k: int,
     staged: Sequence[Array | None],
 ) -> list[Array] | None:
-    """The block totals of a tile of parameter ``indices[k]`` (of mixed layouts), its arrays
-    as :func:`npoptim._kernels.loop.reduce_pieces` stages them, from the parameter's kernel:
-    a tile of whole rows is contiguous in every array then, and its blocks are those of
+    """The block totals of a tile of the ``k``-th parameter that
+    :func:`npoptim._kernels.loop.reduce_pieces` is given (one of mixed layouts), its arrays as
+    it stages them, from the parameter's kernel and row of scalars (``per_tile[k]``): a tile
+    of whole rows is contiguous in every array then, and its blocks are those of
     :func:`npoptim._kernels.loop.block_totals`, from the tile's first element. None (the NumPy
-    piece then) for another dtype, or a tile that is not contiguous (a strided parameter)."""
-    i = indices[k]
-    function = kernels.get(params[i].dtype)
-    if function is None or any(v is not None and not v.flags.c_contiguous for v in staged):
+    piece then) for a dtype without a kernel, or a tile that is not contiguous (a strided
+    parameter)."""
+    found = per_tile[k]
+    if found is None or any(v is not None and not v.flags.c_contiguous for v in staged):
         return None
+    function, scalar_row = found
     table = np.array([[0 if v is None else v.ctypes.data] for v in staged], dtype=np.int64)
     blocks = _blocks(np.array([cast(Array, staged[0]).size], dtype=np.int64), loop.REDUCE_BLOCK)
-    sums = np.zeros((len(blocks), algorithm.sums))
-    function(table, blocks, _scalar_table(scalars, [i], _REAL[params[i].dtype]), flags, sums)
-    return [sums[:, s] for s in range(sums.shape[1])]
+    totals = np.zeros((len(blocks), sums))
+    function(table, blocks, scalar_row, flags, totals)
+    return [totals[:, s] for s in range(sums)]
 
 
 _IMPORTED = True  # the last line: the background thread has finished importing this module
